@@ -1,0 +1,159 @@
+"""Dataset checks, tokenization and batch building for RASFT.
+
+A RASFT dataset has one row per problem: a prompt, an expert demonstration (completion) and whatever the
+verifier reads (`answer` for math, `tests` for code, ...). Bad rows are rejected before training with the column
+and the row index in the message; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .verifiers.base import completion_text
+
+
+INDEX_COLUMN = "rasft_index"
+
+
+def validate_columns(
+    column_names: list[str], required: list[str]
+) -> None:
+    """Raise a `ValueError` naming every required column the dataset lacks."""
+    missing = [name for name in required if name not in column_names]
+    if missing:
+        raise ValueError(
+            f"The training dataset is missing the column(s) {missing}; it has {sorted(column_names)}. A RASFT dataset "
+            "needs a prompt, an expert completion and the column the verifier reads."
+        )
+
+
+def validate_rows(dataset, prompt_column: str, completion_column: str, string_columns: list[str]) -> None:
+    """Reject empty prompts / completions and non-string values in `string_columns`, naming column and row."""
+    prompts = dataset[prompt_column]
+    completions = dataset[completion_column]
+    for index, (prompt, completion) in enumerate(zip(prompts, completions)):
+        if prompt is None or (isinstance(prompt, (str, list)) and len(prompt) == 0):
+            raise ValueError(f"Column {prompt_column!r}, row {index}: the prompt is empty.")
+        if completion is None or not completion_text(completion).strip():
+            raise ValueError(f"Column {completion_column!r}, row {index}: the expert completion is empty.")
+    for column in string_columns:
+        for index, value in enumerate(dataset[column]):
+            if not isinstance(value, str):
+                raise ValueError(
+                    f"Column {column!r}, row {index}: expected a string, got {type(value).__name__} ({value!r:.60}). "
+                    f"Convert the column first, e.g. `dataset.map(lambda r: {{{column!r}: str(r[{column!r}])}})`."
+                )
+
+
+def tokenize_prompt(tokenizer, prompt: Any) -> list[int]:
+    """Token ids of a prompt: a plain string is tokenized as is, a list of chat messages through the chat template
+    with a generation prompt."""
+    if isinstance(prompt, str):
+        return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):  # some tokenizers return a BatchEncoding regardless
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def tokenize_completion(tokenizer, completion: Any, eos_token_id: int) -> list[int]:
+    """Token ids of an expert completion, ending with the EOS token (what a rollout ends with)."""
+    ids = tokenizer(completion_text(completion), add_special_tokens=False)["input_ids"]
+    return list(ids) + [eos_token_id]
+
+
+def check_prompt_lengths(prompt_lengths: list[int], max_length: int, prompt_column: str) -> None:
+    """A prompt that leaves no room for a single completion token cannot be trained on: reject it."""
+    for index, length in enumerate(prompt_lengths):
+        if length >= max_length:
+            raise ValueError(
+                f"Column {prompt_column!r}, row {index}: the prompt is {length} tokens long, which leaves no room "
+                f"for a completion within max_length={max_length}. Raise `max_length` or shorten the prompt."
+            )
+
+
+@dataclass
+class Trajectory:
+    """One row of a training batch: a prompt and a target completion, with its pool bookkeeping."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    group_id: int
+    is_expert: bool
+    solvability: float = 0.0
+    example_index: int = -1  # dataset row of the problem (used to cache expert reference log-probs)
+
+
+def truncate_completion(prompt_ids: list[int], completion_ids: list[int], max_length: int) -> list[int]:
+    """Cut the completion so that prompt + completion fits in `max_length`."""
+    return completion_ids[: max(max_length - len(prompt_ids), 0)]
+
+
+def collate_trajectories(trajectories: list[Trajectory], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded tensors for a list of trajectories.
+
+    Returns:
+        `input_ids` [B, L], `attention_mask` [B, L], `labels` [B, L] (-100 outside completions; TRL's fused LM
+        head scores exactly these positions) and `completion_mask` [B, L-1] aligned with the per-token log-probs
+        of `labels[:, 1:]`. The mask is built from positions, never from the pad id (pad may equal EOS).
+    """
+    lengths = [len(t.prompt_ids) + len(t.completion_ids) for t in trajectories]
+    width = max(lengths)
+    batch = len(trajectories)
+    input_ids = torch.full((batch, width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((batch, width), dtype=torch.long)
+    labels = torch.full((batch, width), -100, dtype=torch.long)
+    for row, traj in enumerate(trajectories):
+        prompt_len, total = len(traj.prompt_ids), lengths[row]
+        input_ids[row, :total] = torch.tensor(traj.prompt_ids + traj.completion_ids, dtype=torch.long)
+        attention_mask[row, :total] = 1
+        labels[row, prompt_len:total] = input_ids[row, prompt_len:total]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "completion_mask": (labels[:, 1:] != -100).long(),
+    }
+
+
+def scatter_rows(values: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Place per-row completion values (row `b`: a [n_b] tensor, `n_b = mask[b].sum()`) into a [B, T] tensor at the
+    masked positions, zeros elsewhere."""
+    out = torch.zeros(mask.shape, dtype=values[0].dtype if values else torch.float32)
+    if values:
+        out[mask.bool()] = torch.cat([v.to(out.dtype) for v in values])
+    return out
+
+
+def gather_rows(values: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    """Inverse of [`scatter_rows`]: the masked values of each row of a [B, T] tensor."""
+    return [row[m.bool()] for row, m in zip(values, mask)]
+
+
+def assemble_pools(
+    experts: list[Trajectory],
+    correct_rollouts: dict[int, list[list[int]]],
+    solvabilities: dict[int, float],
+) -> list[list[Trajectory]]:
+    """Candidate pool of each problem: its expert demonstration followed by its correct rollouts (method section 3).
+
+    Args:
+        experts: one expert trajectory per problem; `group_id` identifies the problem.
+        correct_rollouts: group id -> completion ids of the rollouts the verifier accepted.
+        solvabilities: group id -> solvability `s(x)` (problems without rollouts are absent: `s` is unused then).
+
+    Returns:
+        One list per problem, expert first.
+    """
+    pools = []
+    for expert in experts:
+        s = solvabilities.get(expert.group_id, 0.0)
+        expert.solvability = s
+        pool = [expert]
+        for completion in correct_rollouts.get(expert.group_id, []):
+            pool.append(Trajectory(expert.prompt_ids, completion, expert.group_id, False, s, expert.example_index))
+        pools.append(pool)
+    return pools

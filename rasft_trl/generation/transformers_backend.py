@@ -1,0 +1,101 @@
+"""Rollouts from the training model itself through batched `generate` (the fallback and debugging backend)."""
+
+from __future__ import annotations
+
+import copy
+from contextlib import ExitStack
+
+import torch
+from transformers import GenerationConfig
+from trl.models.utils import unwrap_model_for_generation
+from trl.trainer.utils import pad
+
+from .base import SamplingSettings, truncate_at_stop
+
+
+class TransformersGeneration:
+    """Sample rollouts with `model.generate`: all samples of all prompts in one call (or in chunks of
+    `batch_size` prompts), left-padded, K samples per prompt via `num_return_sequences`.
+
+    Args:
+        model: the trainer's (possibly wrapped) model; generation uses its current weights, adapters included.
+        accelerator: the trainer's accelerator (unwrapping, device, ZeRO-3 parameter gathering).
+        sampling: rollout sampling settings.
+        pad_token_id: id used to left-pad prompts.
+        eos_token_ids: ids that end a rollout.
+        batch_size: prompts per `generate` call; `None`: all at once.
+        gather_deepspeed3_params: gather ZeRO-3 parameters for generation (faster, more memory).
+        is_fsdp: summon full FSDP parameters around generation.
+    """
+
+    def __init__(
+        self,
+        model,
+        accelerator,
+        sampling: SamplingSettings,
+        pad_token_id: int,
+        eos_token_ids: list[int],
+        batch_size: int | None = None,
+        gather_deepspeed3_params: bool = True,
+        is_fsdp: bool = False,
+    ):
+        self.model = model
+        self.accelerator = accelerator
+        self.sampling = sampling
+        self.pad_token_id = pad_token_id
+        self.eos_token_ids = list(eos_token_ids)
+        self.batch_size = batch_size
+        self.gather_deepspeed3_params = gather_deepspeed3_params
+        self.is_fsdp = is_fsdp
+        self.generation_config = GenerationConfig(
+            do_sample=True,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k or None,
+            repetition_penalty=sampling.repetition_penalty,
+            max_new_tokens=sampling.max_new_tokens,
+            pad_token_id=pad_token_id,
+            eos_token_id=self.eos_token_ids,
+            cache_implementation=None,
+        )
+
+    def sync_weights(self) -> None:
+        """Nothing to do: generation reads the training weights directly."""
+
+    def generate(self, prompt_ids: list[list[int]], num_samples: int) -> list[list[int]]:
+        if not prompt_ids:
+            return []
+        step = self.batch_size or len(prompt_ids)
+        completions: list[list[int]] = []
+        with ExitStack() as stack:
+            unwrapped = stack.enter_context(
+                unwrap_model_for_generation(
+                    self.model, self.accelerator, gather_deepspeed3_params=self.gather_deepspeed3_params
+                )
+            )
+            if self.is_fsdp:
+                from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+                stack.enter_context(FSDP.summon_full_params(self.model, recurse=False))
+            stack.enter_context(torch.no_grad())
+            was_training = unwrapped.training
+            unwrapped.eval()  # no dropout while sampling
+            try:
+                for start in range(0, len(prompt_ids), step):
+                    completions.extend(self._generate_chunk(unwrapped, prompt_ids[start : start + step], num_samples))
+            finally:
+                unwrapped.train(was_training)
+        return completions
+
+    def _generate_chunk(self, unwrapped, prompt_ids: list[list[int]], num_samples: int) -> list[list[int]]:
+        device = self.accelerator.device
+        prompts = [torch.tensor(ids, dtype=torch.long) for ids in prompt_ids]
+        input_ids = pad(prompts, padding_value=self.pad_token_id, padding_side="left").to(device)  # [P, Lp]
+        attention_mask = pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left").to(device)
+        config = copy.copy(self.generation_config)
+        config.num_return_sequences = num_samples
+        output = unwrapped.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)  # [P * K, Lp + new]; samples of one prompt are contiguous
+        generated = output[:, input_ids.size(1) :].cpu().tolist()
+        stop = set(self.eos_token_ids)
+        return [truncate_at_stop(ids, stop) for ids in generated]
+

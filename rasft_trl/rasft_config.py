@@ -1,0 +1,261 @@
+"""Configuration of the RASFT trainer: every knob of the method, with the paper's defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+from trl.trainer.base_config import _BaseConfig
+
+
+TOKEN_FACTORS = ("dft", "sft", "profit")
+LOSS_AGGREGATIONS = ("token_mean", "sequence_mean")
+
+
+@dataclass
+class RASFTConfig(_BaseConfig):
+    r"""
+    Configuration class for [`RASFTTrainer`]: Rollout-Adaptive Supervised Fine-Tuning (arXiv 2606.07006).
+
+    Only the parameters specific to RASFT are listed here; see [`~transformers.TrainingArguments`] for the rest.
+    Defaults follow the paper; where the authors' reference implementation differs, its value is named in the
+    parameter's description and can be set instead.
+
+    Parameters:
+        > Parameters that control the model and the data
+
+        model_init_kwargs (`dict[str, Any]`, *optional*):
+            Keyword arguments for `AutoModelForCausalLM.from_pretrained`, used when `model` is a string.
+        max_length (`int`, *optional*, defaults to `2048`):
+            Maximum length in tokens of prompt + completion (paper: 2048). Expert demonstrations that exceed it are
+            truncated (counted as `data/expert_truncated`); a prompt that alone reaches it is rejected before training.
+        prompt_column (`str`, *optional*, defaults to `"prompt"`):
+            Dataset column with the prompt: a string, or a list of chat messages (then the tokenizer's chat
+            template is applied with a generation prompt).
+        completion_column (`str`, *optional*, defaults to `"completion"`):
+            Dataset column with the expert demonstration (a string, or a list with one assistant message).
+
+        > Parameters that control the rollouts (paper section 3.2 and Appendix A)
+
+        num_rollouts (`int`, *optional*, defaults to `3`):
+            Number of rollouts `K` drawn for each problem selected by the window (paper: 3; Appendix B finds 5 best).
+        temperature (`float`, *optional*, defaults to `0.9`):
+            Sampling temperature of the rollouts. The loss always uses log-probabilities at temperature 1.
+        top_p (`float`, *optional*, defaults to `0.95`):
+            Nucleus sampling of the rollouts.
+        top_k (`int`, *optional*, defaults to `0`):
+            Top-k sampling of the rollouts; `0` disables it.
+        repetition_penalty (`float`, *optional*, defaults to `1.1`):
+            Repetition penalty of the rollouts.
+        max_new_tokens (`int`, *optional*, defaults to `1024`):
+            Maximum number of generated tokens per rollout (also capped by `max_length` minus the prompt length).
+        generation_batch_size (`int`, *optional*):
+            Number of prompts per generation call. `None` generates all selected prompts of an optimizer step
+            (all micro-batches of the accumulation cycle) in one call.
+        ds3_gather_for_generation (`bool`, *optional*, defaults to `True`):
+            Under DeepSpeed ZeRO-3, gather the weights for rollout generation (faster, needs the memory of a full
+            copy). `False` generates with sharded weights (slow).
+        correct_threshold (`float`, *optional*, defaults to `1.0`):
+            A rollout counts as correct when its verifier reward is at least this value. A reward of `None`
+            ("cannot judge") never counts as correct and is counted as `rollouts/unjudged`.
+
+        > Parameters that control the expert-loss window (paper section 3.1)
+
+        calibration_sample_size (`int`, *optional*, defaults to `1000`):
+            Number of training problems whose expert NLL under the initial policy calibrates the window quantiles
+            (reference implementation: 1000). Capped at the dataset size.
+        window_start_quantiles (`list[float]`, *optional*, defaults to `[0.2, 0.45]`):
+            Quantiles of the calibration NLLs bounding the window at the start of training.
+        window_end_quantiles (`list[float]`, *optional*, defaults to `[0.5, 0.75]`):
+            Quantiles bounding the window at the end of training; each bound moves linearly with training progress.
+        rollout_fraction (`float`, *optional*, defaults to `1.0`):
+            Fraction of in-window problems that actually get rollouts, drawn at random. The paper samples every
+            in-window problem; the reference implementation samples `0.35`.
+        hard_probe_ratio (`float`, *optional*, defaults to `0.0`):
+            Fraction of problems above the window (but below `hard_probe_max_quantile`) that still get rollouts
+            (reference implementation: `0.03`).
+        hard_probe_max_quantile (`float`, *optional*, defaults to `0.95`):
+            Calibration quantile above which no problem is probed.
+
+        > Parameters that control the candidate pool (paper section 3.3)
+
+        w_min (`float`, *optional*, defaults to `1.0`):
+            Expert weight of a fully solvable problem (`s = 1`).
+        w_max (`float`, *optional*, defaults to `3.0`):
+            Expert weight of an unsolvable problem (`s = 0`). The expert weight is `w_max - s (w_max - w_min)`.
+        w_rollout (`float`, *optional*, defaults to `1.0`):
+            Weight of each correct rollout in the pool before normalization.
+
+        > Parameters that control the loss (paper sections 3.4-3.5)
+
+        ratio_clip_low (`float`, *optional*, defaults to `0.4`):
+            Lower clip of the inverse sequence ratio `rho`.
+        ratio_clip_high (`float`, *optional*, defaults to `1.1`):
+            Upper clip of `rho` (paper: 1.1; reference implementation: 1.2).
+        log_ratio_clamp (`float`, *optional*, defaults to `20.0`):
+            The mean log-ratio is clamped to `[-log_ratio_clamp, log_ratio_clamp]` before `exp`.
+        token_factor (`str`, *optional*, defaults to `"dft"`):
+            Per-token factor: `"dft"` (`sg(p_t)`, the paper's default), `"sft"` (1) or `"profit"` (`1[p_t >=
+            profit_threshold]`) — the transfer variants of Table 2.
+        profit_threshold (`float`, *optional*, defaults to `0.1`):
+            Probability threshold of the `"profit"` token factor.
+        loss_aggregation (`str`, *optional*, defaults to `"token_mean"`):
+            `"token_mean"`: weighted sum over all target tokens divided by the number of target tokens of the
+            whole optimizer step, across processes (reference implementation). `"sequence_mean"`: each
+            trajectory's tokens are averaged first, then divided by the number of problems.
+        cache_expert_ref_logps (`bool`, *optional*, defaults to `True`):
+            Cache the reference log-probabilities of expert demonstrations (they never change) so each step only
+            runs the reference on fresh rollouts.
+
+        > Ablation switches (paper Table 2)
+
+        use_rollouts (`bool`, *optional*, defaults to `True`):
+            `False`: expert-only training with a fixed expert weight ("w/o rollouts"). With `use_ratio=False` and
+            `token_factor="sft"` / `"dft"` this is plain SFT / DFT.
+        adaptive_weights (`bool`, *optional*, defaults to `True`):
+            `False`: expert and correct rollouts are weighted equally for every problem ("w/o adaptivity").
+        use_ratio (`bool`, *optional*, defaults to `True`):
+            `False`: `rho = 1` ("w/o ratio"); no reference model is loaded unless another term needs it.
+    """
+
+    _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + ["model_init_kwargs"]
+
+    # Parameters whose default values are overridden from TrainingArguments
+    learning_rate: float = field(
+        default=5e-5,
+        metadata={"help": "The initial learning rate for AdamW (reference implementation examples: 5e-5)."},
+    )
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule (paper: cosine)."})
+    warmup_steps: float = field(default=4, metadata={"help": "Linear warm-up steps (paper: 4)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip (paper: 1.0)."})
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Keep every dataset column: verifiers read them (answer, tests, task, ...)."},
+    )
+
+    # Model and data
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments for `from_pretrained`, used when `model` is a string."},
+    )
+    max_length: int = field(default=2048, metadata={"help": "Maximum prompt + completion length in tokens."})
+    prompt_column: str = field(default="prompt", metadata={"help": "Dataset column with the prompt."})
+    completion_column: str = field(
+        default="completion", metadata={"help": "Dataset column with the expert demonstration."}
+    )
+
+    # Rollouts
+    num_rollouts: int = field(default=3, metadata={"help": "Rollouts K per selected problem (paper: 3)."})
+    temperature: float = field(default=0.9, metadata={"help": "Rollout sampling temperature (paper: 0.9)."})
+    top_p: float = field(default=0.95, metadata={"help": "Rollout nucleus sampling (paper: 0.95)."})
+    top_k: int = field(default=0, metadata={"help": "Rollout top-k sampling; 0 disables it."})
+    repetition_penalty: float = field(default=1.1, metadata={"help": "Rollout repetition penalty (paper: 1.1)."})
+    max_new_tokens: int = field(default=1024, metadata={"help": "Max new tokens per rollout (paper: 1024)."})
+    generation_batch_size: int | None = field(
+        default=None, metadata={"help": "Prompts per generation call; None = all prompts of the optimizer step."}
+    )
+    ds3_gather_for_generation: bool = field(
+        default=True,
+        metadata={"help": "Gather DeepSpeed ZeRO-3 weights for generation (faster, more memory)."},
+    )
+    correct_threshold: float = field(
+        default=1.0, metadata={"help": "A rollout is correct when its verifier reward is >= this value."}
+    )
+
+    # Window
+    calibration_sample_size: int = field(
+        default=1000, metadata={"help": "Problems whose expert NLL calibrates the window quantiles."}
+    )
+    window_start_quantiles: list[float] = field(
+        default_factory=lambda: [0.2, 0.45], metadata={"help": "Window [low, high] quantiles at the start."}
+    )
+    window_end_quantiles: list[float] = field(
+        default_factory=lambda: [0.5, 0.75], metadata={"help": "Window [low, high] quantiles at the end."}
+    )
+    rollout_fraction: float = field(
+        default=1.0, metadata={"help": "Fraction of in-window problems that get rollouts (reference: 0.35)."}
+    )
+    hard_probe_ratio: float = field(
+        default=0.0, metadata={"help": "Fraction of above-window problems probed anyway (reference: 0.03)."}
+    )
+    hard_probe_max_quantile: float = field(
+        default=0.95, metadata={"help": "No problem above this calibration quantile is probed."}
+    )
+
+    # Pool
+    w_min: float = field(default=1.0, metadata={"help": "Expert weight at solvability 1."})
+    w_max: float = field(default=3.0, metadata={"help": "Expert weight at solvability 0."})
+    w_rollout: float = field(default=1.0, metadata={"help": "Weight of each correct rollout."})
+
+    # Loss
+    ratio_clip_low: float = field(default=0.4, metadata={"help": "Lower clip of the inverse ratio (paper: 0.4)."})
+    ratio_clip_high: float = field(
+        default=1.1, metadata={"help": "Upper clip of the inverse ratio (paper: 1.1, reference: 1.2)."}
+    )
+    log_ratio_clamp: float = field(default=20.0, metadata={"help": "Clamp of the mean log-ratio before exp."})
+    token_factor: str = field(default="dft", metadata={"help": "Token factor: dft, sft or profit."})
+    profit_threshold: float = field(default=0.1, metadata={"help": "Threshold of the profit token factor."})
+    loss_aggregation: str = field(
+        default="token_mean", metadata={"help": "token_mean (default) or sequence_mean."}
+    )
+    cache_expert_ref_logps: bool = field(
+        default=True, metadata={"help": "Cache reference log-probs of expert demonstrations."}
+    )
+
+    # Ablations
+    use_rollouts: bool = field(default=True, metadata={"help": "False: expert only (ablation w/o rollouts)."})
+    adaptive_weights: bool = field(
+        default=True, metadata={"help": "False: expert and rollouts weighted equally (ablation w/o adaptivity)."}
+    )
+    use_ratio: bool = field(default=True, metadata={"help": "False: rho = 1 (ablation w/o ratio)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._validate()
+
+    def _validate(self) -> None:
+        def require(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        require(self.num_rollouts >= 1, f"num_rollouts must be >= 1, got {self.num_rollouts}.")
+        require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}.")
+        require(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}.")
+        require(self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}.")
+        require(self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}.")
+        require(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")
+        require(self.max_length >= 2, f"max_length must be >= 2, got {self.max_length}.")
+        require(
+            self.generation_batch_size is None or self.generation_batch_size >= 1,
+            f"generation_batch_size must be None or >= 1, got {self.generation_batch_size}.",
+        )
+        require(self.calibration_sample_size >= 1, f"calibration_sample_size must be >= 1, got "
+                f"{self.calibration_sample_size}.")
+        for name in ("window_start_quantiles", "window_end_quantiles"):
+            bounds = getattr(self, name)
+            require(
+                len(bounds) == 2 and 0 <= bounds[0] <= bounds[1] <= 1,
+                f"{name} must be two quantiles 0 <= low <= high <= 1, got {bounds}.",
+            )
+        for name in ("rollout_fraction", "hard_probe_ratio", "hard_probe_max_quantile"):
+            value = getattr(self, name)
+            require(0 <= value <= 1, f"{name} must be in [0, 1], got {value}.")
+        require(0 < self.w_min <= self.w_max, f"need 0 < w_min <= w_max, got w_min={self.w_min}, w_max={self.w_max}.")
+        require(self.w_rollout > 0, f"w_rollout must be > 0, got {self.w_rollout}.")
+        require(
+            0 < self.ratio_clip_low <= 1 <= self.ratio_clip_high,
+            f"need 0 < ratio_clip_low <= 1 <= ratio_clip_high, got ({self.ratio_clip_low}, {self.ratio_clip_high}).",
+        )
+        require(self.log_ratio_clamp > 0, f"log_ratio_clamp must be > 0, got {self.log_ratio_clamp}.")
+        require(self.token_factor in TOKEN_FACTORS, f"token_factor must be one of {TOKEN_FACTORS}, got "
+                f"{self.token_factor!r}.")
+        require(0 <= self.profit_threshold <= 1, f"profit_threshold must be in [0, 1], got {self.profit_threshold}.")
+        require(
+            self.loss_aggregation in LOSS_AGGREGATIONS,
+            f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {self.loss_aggregation!r}.",
+        )
+
+    @property
+    def ratio_clip(self) -> tuple[float, float]:
+        return (self.ratio_clip_low, self.ratio_clip_high)

@@ -1,0 +1,523 @@
+"""RASFTTrainer: orchestration of Rollout-Adaptive Supervised Fine-Tuning on TRL's base trainer.
+
+One optimizer step: (1) score the expert demonstrations of all micro-batches of the step under the current policy,
+(2) route problems through the expert-loss window, (3) draw K rollouts for the selected problems through the
+generation backend and verify them, (4) build candidate pools with difficulty-adaptive coefficients,
+(5) attach frozen-reference log-probs, (6) split the pools back into micro-batches and count the step's target
+tokens across processes so the loss is normalized once for the whole step. The algebra lives in `losses.py`
+and `curriculum.py`; this file only moves data between them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+import warnings
+from collections import defaultdict
+from typing import Any, Callable
+
+import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset
+from transformers import AutoTokenizer, PreTrainedModel
+from trl.models.utils import prepare_deepspeed, prepare_fsdp
+from trl.trainer.base_trainer import _BaseTrainer
+from trl.trainer.utils import add_fused_lm_head, create_model_from_path, use_adapter
+
+from . import curriculum, losses
+from .data import (
+    INDEX_COLUMN,
+    Trajectory,
+    assemble_pools,
+    check_prompt_lengths,
+    collate_trajectories,
+    gather_rows,
+    scatter_rows,
+    tokenize_completion,
+    tokenize_prompt,
+    truncate_completion,
+    validate_columns,
+    validate_rows,
+)
+from .generation.base import GenerationBackend, SamplingSettings
+from .rasft_config import RASFTConfig
+from .verifiers.base import get_verifier
+
+
+with warnings.catch_warnings():  # TRL warns on every import from `trl.experimental`
+    warnings.simplefilter("ignore")
+    from trl.experimental.utils import prepare_peft_model
+
+
+logger = logging.getLogger(__name__)
+STATE_FILE = "rasft_state.json"
+
+
+class RASFTTrainer(_BaseTrainer):
+    """Trainer for Rollout-Adaptive Supervised Fine-Tuning (RASFT).
+
+    Args:
+        model: a model id / local path (loaded with `args.model_init_kwargs`) or a loaded causal LM.
+        args: the [`RASFTConfig`].
+        train_dataset: one row per problem with the prompt, the expert completion and the verifier's columns.
+        eval_dataset: optional; evaluated with the expert NLL (`eval_loss`).
+        processing_class: tokenizer; loaded from the model's path when omitted.
+        verifier: `"math"`, `"code"`, another registered name, or any callable in TRL's reward-function form
+            `(prompts, completions, completion_ids, **columns) -> list[float | None]`.
+        peft_config: a `peft.PeftConfig` for LoRA / QLoRA; the reference is then the same model with the adapter
+            disabled (no second copy of the weights).
+        generation_backend: a [`GenerationBackend`]; default: batched `generate` on the training model.
+        callbacks, optimizers: as in [`~transformers.Trainer`].
+    """
+
+    _tag_names = ["trl", "rasft"]
+    _name = "RASFT"
+    _paper = {"title": "RASFT: Rollout-Adaptive Supervised Fine-Tuning for Reasoning", "id": "2606.07006"}
+    # The loss is divided by the token count of the whole optimizer step: transformers must not rescale it.
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        args: RASFTConfig | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | None = None,
+        processing_class=None,
+        verifier: str | Callable = "math",
+        peft_config=None,
+        generation_backend: GenerationBackend | None = None,
+        callbacks=None,
+        optimizers=(None, None),
+    ):
+        model_id = model if isinstance(model, str) else model.config._name_or_path
+        if args is None:
+            args = RASFTConfig(f"{str(model_id).split('/')[-1]}-RASFT")
+        if train_dataset is None:
+            raise ValueError("RASFTTrainer needs a `train_dataset` (columns: prompt, completion, and the verifier's).")
+        if isinstance(model, str):
+            model = create_model_from_path(model, **_init_kwargs(args))
+        elif args.model_init_kwargs:
+            logger.warning("`model_init_kwargs` is ignored: the model is already loaded.")
+        if processing_class is None:
+            processing_class = AutoTokenizer.from_pretrained(model_id)
+        if processing_class.pad_token_id is None:
+            processing_class.pad_token = processing_class.eos_token
+
+        self.verifier = get_verifier(verifier)
+        self.use_peft = peft_config is not None or is_peft_model(model)
+        needs_reference = args.use_ratio
+        ref_model = None
+        if needs_reference and not self.use_peft:
+            # Full fine-tuning: a frozen copy of the initial policy (copied before any patching or wrapping).
+            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            add_fused_lm_head(ref_model, temperature=1.0)
+        # Per-token log-probs at temperature 1 without materializing [B, T, V] logits.
+        add_fused_lm_head(model, temperature=1.0)
+        if self.use_peft:
+            if is_peft_model(model) and peft_config is None:
+                logger.warning("The model already carries an adapter: the reference is the base model without it.")
+            model = prepare_peft_model(model, peft_config, args)
+
+        self.eos_token_id = processing_class.eos_token_id
+        self._counters: dict[str, float] = defaultdict(float)
+        train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train")
+        if eval_dataset is not None:
+            eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval")
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=_identity_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        self.ref_model = self._prepare_reference(ref_model)
+        self._generation_backend = generation_backend
+        self._calibration: curriculum.WindowCalibration | None = None
+        self._expert_ref_cache: dict[int, torch.Tensor] = {}
+        self._synced_step = 0
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._last_log_time = time.perf_counter()
+
+    # ------------------------------------------------------------------ setup
+
+    def _prepare_dataset(self, dataset: Dataset, tokenizer, args: RASFTConfig, split: str) -> Dataset:
+        reference_column = getattr(self.verifier, "reference_column", None)
+        required = [args.prompt_column, args.completion_column] + ([reference_column] if reference_column else [])
+        validate_columns(dataset.column_names, required)
+        validate_rows(
+            dataset, args.prompt_column, args.completion_column, [reference_column] if reference_column == "answer" else []
+        )
+
+        def tokenize(row, index):
+            prompt_ids = tokenize_prompt(tokenizer, row[args.prompt_column])
+            completion_ids = tokenize_completion(tokenizer, row[args.completion_column], self.eos_token_id)
+            return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, INDEX_COLUMN: index}
+
+        dataset = dataset.map(tokenize, with_indices=True, desc=f"Tokenizing {split} dataset")
+        check_prompt_lengths([len(ids) for ids in dataset["prompt_ids"]], args.max_length, args.prompt_column)
+        overlong = sum(p + c > args.max_length for p, c in zip(
+            map(len, dataset["prompt_ids"]), map(len, dataset["completion_ids"])))
+        if overlong:
+            logger.warning(f"{overlong} {split} demonstrations exceed max_length={args.max_length} and are truncated.")
+        self._counters[f"data/{split}_expert_truncated"] = overlong
+        return dataset
+
+    def _prepare_reference(self, ref_model):
+        if ref_model is None:
+            return None
+        if self.is_deepspeed_enabled:
+            return prepare_deepspeed(ref_model, self.accelerator)
+        if self.is_fsdp_enabled:
+            return prepare_fsdp(ref_model, self.accelerator)
+        return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+
+    @property
+    def generation_backend(self) -> GenerationBackend:
+        if self._generation_backend is None:
+            from .generation.transformers_backend import TransformersGeneration
+
+            self._generation_backend = TransformersGeneration(
+                self.model_wrapped,
+                self.accelerator,
+                SamplingSettings.from_config(self.args),
+                pad_token_id=self.processing_class.pad_token_id,
+                eos_token_ids=[self.eos_token_id],
+                batch_size=self.args.generation_batch_size,
+                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                is_fsdp=self.is_fsdp_enabled,
+            )
+        return self._generation_backend
+
+    # ------------------------------------------------------------------ one optimizer step
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Fetch the raw micro-batches of one optimizer step and turn them into RASFT batches (see module doc)."""
+        raw = []
+        for _ in range(num_batches):
+            try:
+                raw.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        if not raw:
+            return [], None
+        return self._build_step(raw)
+
+    def _build_step(self, raw_batches: list[list[dict]]) -> tuple[list[dict], torch.Tensor]:
+        args = self.args
+        rows = [row for batch in raw_batches for row in batch]
+        micro_of = [i for i, batch in enumerate(raw_batches) for _ in batch]
+        experts = [
+            Trajectory(
+                row["prompt_ids"],
+                truncate_completion(row["prompt_ids"], row["completion_ids"], args.max_length),
+                group_id=g,
+                is_expert=True,
+                example_index=row[INDEX_COLUMN],
+            )
+            for g, row in enumerate(rows)
+        ]
+        correct, solv = {}, {}
+        if args.use_rollouts:
+            selected = self._route(experts)
+            correct, solv = self._rollouts(rows, experts, selected)
+        pools = assemble_pools(experts, correct, solv)
+        flat = [t for pool in pools for t in pool]
+        coefficients = losses.pool_coefficients(
+            torch.tensor([t.group_id for t in flat]),
+            torch.tensor([t.is_expert for t in flat]),
+            torch.tensor([t.solvability for t in flat]),
+            args.w_min,
+            args.w_max,
+            args.w_rollout,
+            adaptive=args.adaptive_weights,
+        )  # [N]: each pool sums to 1
+        micro = [[] for _ in raw_batches]
+        micro_coef = [[] for _ in raw_batches]
+        offset = 0
+        for pool, m in zip(pools, micro_of):
+            micro[m].extend(pool)
+            micro_coef[m].append(coefficients[offset : offset + len(pool)])
+            offset += len(pool)
+        batches = [self._finalize_micro_batch(t, torch.cat(c)) for t, c in zip(micro, micro_coef)]
+        self._log_pool_metrics(pools, coefficients, torch.tensor([t.is_expert for t in flat]))
+        if args.loss_aggregation == "token_mean":
+            local_items = sum(int(b["completion_mask"].sum()) for b in batches)
+        else:
+            local_items = len(rows)
+        num_items = self.accelerator.gather(torch.tensor(local_items, device=self.accelerator.device)).sum()
+        return batches, num_items
+
+    def _route(self, experts: list[Trajectory]) -> torch.Tensor:
+        """Expert-loss window: which problems of this step get rollouts ([P] bool)."""
+        args = self.args
+        if self._calibration is None:
+            self._calibration = self._calibrate()
+        nlls = self._expert_nlls(experts)  # [P]
+        progress = self.state.global_step / max(self.state.max_steps, 1)
+        low, high = curriculum.window_bounds(self._calibration, progress)
+        regions = curriculum.window_regions(nlls, low, high)
+        generator = torch.Generator().manual_seed(
+            args.seed * 1_000_003 + self.state.global_step * 7919 + self.accelerator.process_index
+        )
+        uniform = torch.rand(len(experts), generator=generator)
+        selected = curriculum.select_for_rollouts(
+            nlls, regions, uniform, args.rollout_fraction, args.hard_probe_ratio, self._calibration.probe_ceiling
+        )
+        counts = self._global_sum([(regions == code).sum() for code in curriculum.REGION_NAMES] + [len(experts)])
+        for code, name in curriculum.REGION_NAMES.items():
+            self._metrics[f"window/{name}_frac"].append(counts[code] / max(counts[-1], 1))
+        self._metrics["window/low"].append(low)
+        self._metrics["window/high"].append(high)
+        self._metrics["window/expert_nll"].append(float(nlls.mean()))
+        return selected
+
+    def _calibrate(self) -> curriculum.WindowCalibration:
+        """Quantiles of the expert NLL on a sample of the training set, gathered from all processes."""
+        args = self.args
+        dataset = self.train_dataset
+        size = min(args.calibration_sample_size, len(dataset))
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:size]
+        shard = order[self.accelerator.process_index :: self.accelerator.num_processes].tolist()
+        sample = dataset.select(shard)
+        experts = [
+            Trajectory(p, truncate_completion(p, c, args.max_length), i, True)
+            for i, (p, c) in enumerate(zip(sample["prompt_ids"], sample["completion_ids"]))
+        ]
+        nlls = self._expert_nlls(experts, desc="Calibrating the expert-loss window")
+        all_nlls = self.accelerator.gather_for_metrics(nlls.to(self.accelerator.device), use_gather_object=False)
+        calibration = curriculum.calibrate_window(
+            all_nlls.float().cpu(),
+            tuple(args.window_start_quantiles),
+            tuple(args.window_end_quantiles),
+            args.hard_probe_max_quantile,
+        )
+        logger.info(f"Expert-loss window calibrated on {calibration.num_samples} problems: {calibration.to_dict()}")
+        return calibration
+
+    def _expert_nlls(self, experts: list[Trajectory], desc: str | None = None) -> torch.Tensor:
+        """Difficulty `L(x)` of each expert demonstration under the current policy (no grad). -> [P] (cpu)."""
+        out = []
+        for logps, batch in self._score(self.model, experts, desc=desc):
+            out.append(losses.sequence_nll(logps, batch["completion_mask"]).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def _rollouts(
+        self, rows: list[dict], experts: list[Trajectory], selected: torch.Tensor
+    ) -> tuple[dict[int, list[list[int]]], dict[int, float]]:
+        """Draw K rollouts per selected problem, verify them, keep the correct ones (never the incorrect)."""
+        args, K = self.args, self.args.num_rollouts
+        if self.state.global_step != self._synced_step:
+            self.generation_backend.sync_weights()
+            self._synced_step = self.state.global_step
+        chosen = selected.nonzero().flatten().tolist()
+        start = time.perf_counter()
+        completions = self.generation_backend.generate([experts[i].prompt_ids for i in chosen], K)
+        self._counters["time/generation"] += time.perf_counter() - start
+        rewards = self._verify([rows[i] for i in chosen for _ in range(K)], completions)
+        judged = [r is not None for r in rewards]
+        is_correct = torch.tensor([r is not None and r >= args.correct_threshold for r in rewards], dtype=torch.bool)
+        is_correct = is_correct.view(len(chosen), K) if chosen else torch.zeros(0, K, dtype=torch.bool)
+        s = losses.solvability(is_correct)  # [n_selected]
+        correct, solvabilities, too_long = {}, {}, 0
+        for j, g in enumerate(chosen):
+            solvabilities[g] = float(s[j])
+            kept = []
+            for k in range(K):
+                ids = completions[j * K + k]
+                if not is_correct[j, k]:
+                    continue
+                if len(experts[g].prompt_ids) + len(ids) > args.max_length:
+                    too_long += 1  # a correct rollout that does not fit is not trained on, but counted
+                    continue
+                kept.append(ids)
+            correct[g] = kept
+        stats = self._global_sum([len(chosen), len(completions), int(is_correct.sum()), len(judged) - sum(judged),
+                                  too_long, float(s.sum())])
+        self._metrics["rollouts/problems"].append(stats[0])
+        self._metrics["rollouts/drawn"].append(stats[1])
+        if stats[1]:
+            self._metrics["rollouts/accuracy"].append(stats[2] / stats[1])
+            self._metrics["pool/mean_solvability"].append(stats[5] / stats[0])
+        self._counters["rollouts/unjudged"] += stats[3]
+        self._counters["rollouts/correct_too_long"] += stats[4]
+        return correct, solvabilities
+
+    def _verify(self, rows: list[dict], completions: list[list[int]]) -> list[float | None]:
+        if not completions:
+            return []
+        texts = self.processing_class.batch_decode(completions, skip_special_tokens=True)
+        columns = {k: [row[k] for row in rows] for k in rows[0] if k not in ("prompt_ids", "completion_ids")}
+        prompts = columns.pop(self.args.prompt_column)
+        rewards = self.verifier(prompts=prompts, completions=texts, completion_ids=completions, **columns)
+        if len(rewards) != len(completions):
+            raise ValueError(f"The verifier returned {len(rewards)} rewards for {len(completions)} completions.")
+        return rewards
+
+    def _finalize_micro_batch(self, trajectories: list[Trajectory], coef: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Collate a micro-batch and attach its pool coefficients and reference log-probs."""
+        args = self.args
+        batch = collate_trajectories(trajectories, self.processing_class.pad_token_id)
+        if args.loss_aggregation == "sequence_mean":
+            coef = losses.sequence_mean_coefficients(coef, batch["completion_mask"])
+        batch["seq_coef"] = coef
+        batch["is_expert"] = torch.tensor([t.is_expert for t in trajectories])
+        if args.use_ratio:
+            batch["ref_logps"] = scatter_rows(self._reference_logps(trajectories), batch["completion_mask"])
+        return batch
+
+    def _reference_logps(self, trajectories: list[Trajectory]) -> list[torch.Tensor]:
+        """Frozen-reference log-probs of each trajectory's completion tokens; expert ones cached (they never change)."""
+        cache = self._expert_ref_cache if self.args.cache_expert_ref_logps else {}
+        todo = [t for t in trajectories if not (t.is_expert and t.example_index in cache)]
+        fresh = iter(self._run_reference(todo))
+        out = []
+        for t in trajectories:
+            if t.is_expert and t.example_index in cache:
+                out.append(cache[t.example_index])
+                continue
+            values = next(fresh)
+            if t.is_expert and self.args.cache_expert_ref_logps:
+                cache[t.example_index] = values
+            out.append(values)
+        return out
+
+    def _run_reference(self, trajectories: list[Trajectory]) -> list[torch.Tensor]:
+        out = []
+        if self.ref_model is not None:
+            scored = self._score(self.ref_model, trajectories)
+            out = [v for logps, b in scored for v in gather_rows(logps.float().cpu(), b["completion_mask"].cpu())]
+        elif trajectories:  # LoRA: the same network with the adapter disabled
+            with use_adapter(self.accelerator.unwrap_model(self.model), None):
+                scored = self._score(self.model, trajectories)
+                out = [v for logps, b in scored for v in gather_rows(logps.float().cpu(), b["completion_mask"].cpu())]
+        return out
+
+    @torch.no_grad()
+    def _score(self, model, trajectories: list[Trajectory], desc: str | None = None):
+        """Yield `(per_token_logps [b, T-1], batch)` for chunks of `per_device_train_batch_size` trajectories."""
+        size = self.args.per_device_train_batch_size
+        chunks = range(0, len(trajectories), size)
+        if desc is not None and self.accelerator.is_local_main_process:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc=desc)
+        for start in chunks:
+            batch = collate_trajectories(trajectories[start : start + size], self.processing_class.pad_token_id)
+            batch = self._prepare_input(batch)
+            yield self._token_logps(model, batch), batch
+
+    @staticmethod
+    def _token_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-token log-probs at temperature 1 of `labels[:, 1:]` via TRL's fused LM head. -> [B, T-1]."""
+        output = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+            fused_lm_head=True,
+            use_cache=False,
+        )
+        return output.log_probs
+
+    # ------------------------------------------------------------------ loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        logps = self._token_logps(model, inputs)  # [B, T-1]
+        mask = inputs["completion_mask"]
+        ref = inputs.get("ref_logps") if args.use_ratio else None
+        loss = losses.rasft_loss(
+            logps,
+            ref,
+            mask,
+            inputs["seq_coef"],
+            ratio_clip=args.ratio_clip,
+            token_factor=args.token_factor,
+            profit_threshold=args.profit_threshold,
+            num_items_in_batch=num_items_in_batch,
+            log_ratio_clamp=args.log_ratio_clamp,
+        )
+        if ref is not None:
+            rho = losses.inverse_sequence_ratio(logps, ref, mask, clip=None, log_ratio_clamp=args.log_ratio_clamp)
+            low, high = losses.ratio_clip_fractions(rho, args.ratio_clip)
+            self._metrics["ratio/mean"].append(float(rho.clamp(*args.ratio_clip).mean()))
+            self._metrics["ratio/clip_low_frac"].append(float(low))
+            self._metrics["ratio/clip_high_frac"].append(float(high))
+        if num_items_in_batch is not None:
+            # `num_items_in_batch` counts all processes while DDP averages gradients over them.
+            loss = loss * self.accelerator.num_processes
+        return (loss, None) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation loss: the token-mean NLL of the expert demonstrations."""
+        trajectories = [
+            Trajectory(r["prompt_ids"], truncate_completion(r["prompt_ids"], r["completion_ids"], self.args.max_length),
+                       g, True) for g, r in enumerate(inputs)
+        ]
+        batch = self._prepare_input(collate_trajectories(trajectories, self.processing_class.pad_token_id))
+        with torch.no_grad():
+            logps = self._token_logps(model, batch)
+            loss = -losses.masked_sum(logps, batch["completion_mask"]).sum() / batch["completion_mask"].sum()
+        return loss.detach(), None, None
+
+    # ------------------------------------------------------------------ logging and state
+
+    def _global_sum(self, values: list) -> list[float]:
+        local = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(local, reduction="sum").tolist()
+
+    def _log_pool_metrics(self, pools: list[list[Trajectory]], coefficients: torch.Tensor, is_expert: torch.Tensor):
+        expert_tokens = sum(len(p[0].completion_ids) for p in pools)
+        rollout_tokens = sum(len(t.completion_ids) for p in pools for t in p[1:])
+        totals = self._global_sum(
+            [expert_tokens, rollout_tokens, coefficients[is_expert].sum(), len(pools), len(coefficients)]
+        )
+        self._metrics["tokens/expert"].append(totals[0])
+        self._metrics["tokens/rollout"].append(totals[1])
+        self._metrics["pool/expert_coef_mean"].append(totals[2] / max(totals[3], 1))
+        self._metrics["pool/mean_size"].append(totals[4] / max(totals[3], 1))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training and "loss" in logs:
+            now = time.perf_counter()
+            wall = now - self._last_log_time
+            self._last_log_time = now
+            for key, values in self._metrics.items():
+                logs[key] = sum(values) / len(values) if values else 0.0
+            generation = self._counters.pop("time/generation", 0.0)
+            logs["time/generation_share"] = generation / wall if wall > 0 else 0.0
+            logs.update({k: v for k, v in self._counters.items()})
+            self._metrics.clear()
+        super().log(logs, start_time)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self._calibration is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+            with open(os.path.join(folder, STATE_FILE), "w") as f:
+                json.dump({"calibration": self._calibration.to_dict()}, f)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, STATE_FILE) if checkpoint else None
+        if path and os.path.isfile(path):
+            with open(path) as f:
+                self._calibration = curriculum.WindowCalibration.from_dict(json.load(f)["calibration"])
+
+
+def _identity_collator(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return rows
+
+
+def _init_kwargs(args: RASFTConfig) -> dict:
+    kwargs = dict(args.model_init_kwargs or {})
+    if isinstance(args.model_init_kwargs, str):
+        kwargs = json.loads(args.model_init_kwargs)
+    kwargs.setdefault("device_map", None)
+    return kwargs
