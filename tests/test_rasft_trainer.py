@@ -1,0 +1,232 @@
+"""Trainer tests on a tiny random model built offline (saved and reloaded, so it has a path)."""
+
+import pytest
+import torch
+from datasets import Dataset
+from tiny import math_rows
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from rasft_trl import RASFTConfig, RASFTTrainer
+
+
+class PatternVerifier:
+    """A controllable verifier in TRL's reward-function form: the i-th completion it ever sees gets pattern[i]."""
+
+    def __init__(self, pattern):
+        self.pattern, self.seen, self.columns = list(pattern), 0, None
+
+    def __call__(self, prompts, completions, completion_ids=None, **columns):
+        self.columns = columns
+        out = [self.pattern[(self.seen + i) % len(self.pattern)] for i in range(len(completions))]
+        self.seen += len(completions)
+        return out
+
+
+def make_args(tmp_path, **overrides):
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        learning_rate=1e-2,
+        warmup_steps=0,
+        bf16=False,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        num_rollouts=3,
+        max_new_tokens=6,
+        max_length=128,
+        calibration_sample_size=8,
+        # every problem inside the window, so each step draws rollouts
+        window_start_quantiles=[0.0, 1.0],
+        window_end_quantiles=[0.0, 1.0],
+        seed=0,
+    )
+    defaults.update(overrides)
+    return RASFTConfig(**defaults)
+
+
+def full_logps(model, batch):
+    """Independent per-token log-probs: full logits, log_softmax, gather. -> [B, T-1]."""
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    logps = torch.log_softmax(logits.float(), dim=-1)
+    return logps.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1) * batch["completion_mask"]
+
+
+def trainable_snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_full_finetuning_trains_every_parameter_and_logs_pool_stats(tmp_path, tiny_model_dir):
+    verifier = PatternVerifier([1.0, 0.0, 0.0])
+    trainer = RASFTTrainer(tiny_model_dir, make_args(tmp_path), Dataset.from_dict(math_rows(8)), verifier=verifier)
+    assert trainer.ref_model is not None
+    before = trainable_snapshot(trainer.model)
+    ref_before = {n: p.detach().clone() for n, p in trainer.ref_model.named_parameters()}
+    trainer.train()
+    for name, param in trainer.model.named_parameters():
+        assert not torch.equal(before[name], param), f"{name} did not change"
+    for name, param in trainer.ref_model.named_parameters():
+        assert torch.equal(ref_before[name], param), f"reference parameter {name} changed"
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2
+    for log in logs:
+        assert log["window/below_frac"] + log["window/in_frac"] + log["window/above_frac"] == pytest.approx(1.0)
+        for key in ("rollouts/drawn", "pool/expert_coef_mean", "tokens/expert", "tokens/rollout", "ratio/mean",
+                    "ratio/clip_low_frac", "ratio/clip_high_frac", "time/generation_share", "window/low"):
+            assert key in log
+    # first step: the policy is the initial model, so every problem sits inside the [Q(0), Q(1)] window
+    for log in logs[:1]:
+        assert log["window/in_frac"] == 1.0 and log["rollouts/problems"] == 4 and log["rollouts/drawn"] == 12
+        assert log["rollouts/accuracy"] == pytest.approx(1 / 3)
+        assert log["pool/mean_solvability"] == pytest.approx(1 / 3)
+        # s = 1/3: w_E = 3 - 2/3 = 7/3, one correct rollout -> alpha_E = (7/3) / (10/3) = 0.7
+        assert log["pool/expert_coef_mean"] == pytest.approx(0.7)
+        assert log["pool/mean_size"] == pytest.approx(2.0)
+        assert log["tokens/rollout"] > 0 and log["tokens/expert"] > 0
+    assert verifier.columns is not None and "answer" in verifier.columns
+
+
+def test_lora_trains_adapter_only_without_reference_copy(tmp_path, tiny_qwen_dir):
+    from peft import LoraConfig
+
+    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = RASFTTrainer(
+        tiny_qwen_dir, make_args(tmp_path), Dataset.from_dict(math_rows(8)), verifier=PatternVerifier([1.0, 0.0]),
+        peft_config=peft_config,
+    )
+    assert trainer.ref_model is None  # the reference is the adapter-disabled model
+    trainable = trainable_snapshot(trainer.model)
+    assert trainable and all("lora_" in n for n in trainable)
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
+    trainer.train()
+    for name, param in trainer.model.named_parameters():
+        if name in trainable:
+            assert not torch.equal(trainable[name], param), f"{name} did not change"
+        else:
+            assert torch.equal(frozen[name], param), f"frozen {name} changed"
+    assert any("pool/mean_solvability" in h for h in trainer.state.log_history)
+
+
+def test_lora_reference_equals_initial_model(tmp_path, tiny_model_dir):
+    from peft import LoraConfig
+
+    from rasft_trl.data import Trajectory, collate_trajectories
+
+    trainer = RASFTTrainer(
+        tiny_model_dir, make_args(tmp_path), Dataset.from_dict(math_rows(8)), verifier=PatternVerifier([1.0]),
+        peft_config=LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    trainer.train()
+    rows = trainer.train_dataset
+    trajs = [Trajectory(rows[i]["prompt_ids"], rows[i]["completion_ids"], i, True) for i in range(4)]
+    batch = collate_trajectories(trajs, trainer.processing_class.pad_token_id)
+    ref = torch.cat(trainer._run_reference(trajs))
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    expected = full_logps(initial, batch)[batch["completion_mask"].bool()]
+    assert torch.allclose(ref, expected, atol=1e-5)
+    # control: the trained policy (adapter on) no longer matches the initial model
+    policy = torch.cat([lp[m.bool()] for lp, b in trainer._score(trainer.model, trajs) for m in [b["completion_mask"]]])
+    assert not torch.allclose(policy, expected, atol=1e-4)
+
+
+def test_pools_coefficients_and_loss_match_the_spec(tmp_path, tiny_model_dir):
+    # 4 problems, K = 3, completions verified in order [p0s0, p0s1, p0s2, p1s0, ...]:
+    # p0: 2/3 correct, p1: 0/3, p2: 3/3, p3: 1/3
+    pattern = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, None]
+    verifier = PatternVerifier(pattern)
+    args = make_args(tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=1, max_steps=1)
+    trainer = RASFTTrainer(tiny_model_dir, args, Dataset.from_dict(math_rows(4)), verifier=verifier)
+    trainer.state.max_steps = 1
+    raw = [[trainer.train_dataset[i] for i in range(4)]]
+    batches, num_items = trainer._build_step(raw)
+    batch = batches[0]
+    assert batch["is_expert"].tolist() == [True, False, False, True, True, False, False, False, True, False]
+    # s = 2/3: w_E = 3 - (2/3)*2 = 5/3, + 2 rollouts -> [5/11, 3/11, 3/11]
+    # s = 0:   expert alone -> [1]
+    # s = 1:   w_E = 1, + 3 rollouts -> [1/4] * 4
+    # s = 1/3: w_E = 7/3, + 1 rollout -> [0.7, 0.3]   (the None reward is "cannot judge": not correct)
+    expected_coef = [5 / 11, 3 / 11, 3 / 11, 1.0, 0.25, 0.25, 0.25, 0.25, 0.7, 0.3]
+    assert torch.allclose(batch["seq_coef"], torch.tensor(expected_coef), atol=1e-6)
+    assert int(num_items) == int(batch["completion_mask"].sum())
+    # Loss against an independent computation: full logits; the policy is still the reference, so rho = 1.
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    logp = full_logps(initial, batch)
+    mask = batch["completion_mask"].float()
+    assert torch.allclose(batch["ref_logps"] * mask, logp, atol=1e-5)
+    expected_loss = -(batch["seq_coef"][:, None] * logp.exp() * logp * mask).sum() / num_items
+    loss = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_items)
+    assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-4)
+    assert trainer._metrics["ratio/mean"][-1] == pytest.approx(1.0, abs=1e-5)
+    assert trainer._metrics["rollouts/accuracy"][-1] == pytest.approx(6 / 12)
+
+
+class GradCapture(TrainerCallback):
+    def __init__(self):
+        self.grads = None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if self.grads is None:
+            self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean"])
+def test_gradient_accumulation_gives_the_same_gradients(tmp_path, tiny_model_dir, aggregation):
+    grads = []
+    for batch_size, accumulation in [(4, 1), (2, 2)]:
+        capture = GradCapture()
+        args = make_args(
+            tmp_path / f"{batch_size}x{accumulation}", per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation, max_steps=1, loss_aggregation=aggregation, max_grad_norm=0.0,
+        )
+        trainer = RASFTTrainer(
+            tiny_model_dir, args, Dataset.from_dict(math_rows(4)), verifier=PatternVerifier([1.0, 0.0, 1.0, 0.0, 0.0]),
+            callbacks=[capture],
+        )
+        trainer.train()
+        assert trainer.state.log_history[0]["tokens/rollout"] > 0  # rollouts took part
+        grads.append(capture.grads)
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4), name
+
+
+def test_expert_reference_logps_are_cached(tmp_path, tiny_model_dir):
+    trainer = RASFTTrainer(
+        tiny_model_dir, make_args(tmp_path, max_steps=2, num_train_epochs=2), Dataset.from_dict(math_rows(4)),
+        verifier=PatternVerifier([0.0]),
+    )
+    trainer.train()
+    assert sorted(trainer._expert_ref_cache) == [0, 1, 2, 3]
+
+
+def test_ablation_without_ratio_loads_no_reference(tmp_path, tiny_model_dir):
+    trainer = RASFTTrainer(
+        tiny_model_dir, make_args(tmp_path, use_ratio=False, use_rollouts=False, token_factor="sft"),
+        Dataset.from_dict(math_rows(8)), verifier=PatternVerifier([1.0]),
+    )
+    assert trainer.ref_model is None
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert all("rollouts/drawn" not in h and "ratio/mean" not in h for h in logs)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("answer"), r"missing the column\(s\) \['answer'\]"),
+        (lambda d: d["completion"].__setitem__(3, "  "), r"'completion', row 3: the expert completion is empty"),
+        (lambda d: d["answer"].__setitem__(5, 12), r"'answer', row 5: expected a string, got int"),
+        (lambda d: d["prompt"].__setitem__(2, [{"role": "user", "content": "9" * 400}]), r"'prompt', row 2: the "
+         r"prompt is \d+ tokens long"),
+    ],
+)
+def test_bad_input_is_rejected_before_training(tmp_path, tiny_model_dir, mutate, message):
+    data = math_rows(8)
+    mutate(data)
+    with pytest.raises(ValueError, match=message):
+        RASFTTrainer(tiny_model_dir, make_args(tmp_path), Dataset.from_dict(data), verifier="math")
