@@ -53,9 +53,11 @@ def load_train_dataset(script_args: RASFTScriptArguments, seed: int, prompt_colu
     if name is None:
         raise ValueError("Set `dataset_name` (a hub id, `json` with `data_files`, or `builtin:arithmetic`).")
     if name.startswith(BUILTIN_PREFIX):
-        from ..demo.data import builtin_dataset
+        if name != f"{BUILTIN_PREFIX}arithmetic":
+            raise ValueError(f"Unknown built-in dataset {name!r}; available: 'builtin:arithmetic'.")
+        from ..demo.data import build_datasets
 
-        dataset = builtin_dataset(name[len(BUILTIN_PREFIX) :], script_args.max_train_samples or 256, seed)
+        dataset = build_datasets(script_args.max_train_samples or 256, 0, seed=seed)["train"]
     else:
         from datasets import load_dataset
 
