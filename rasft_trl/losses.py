@@ -181,3 +181,59 @@ def rasft_loss(
 
 
 _token_factor = token_factor
+
+
+def chunked_reverse_kl(
+    hidden: torch.Tensor,
+    ref_hidden: torch.Tensor,
+    head_weight: torch.Tensor,
+    ref_head_weight: torch.Tensor,
+    mask: torch.Tensor,
+    head_bias: torch.Tensor | None = None,
+    ref_head_bias: torch.Tensor | None = None,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """Full-vocabulary `KL(pi_ref(.|ctx) || pi_theta(.|ctx))` at every target position (SFT+KL, ASFT).
+
+    `sum_v q_v (log q_v - log p_v)` with `p = softmax(hidden W^T + b)`, `q = softmax(ref_hidden W_ref^T + b_ref)`,
+    at temperature 1. Positions are processed in chunks of `chunk_size` and each chunk is recomputed in the
+    backward pass (activation checkpointing), so the peak memory holds one `[chunk, V]` block of each model rather
+    than two full `[N, T, V]` tensors.
+
+    Args:
+        hidden: [N, T, H] policy hidden states feeding the LM head (with gradient).
+        ref_hidden: [N, T, H] reference hidden states (no gradient needed).
+        head_weight, ref_head_weight: [V, H] LM-head weights of policy and reference.
+        mask: [N, T] positions to score (others get 0).
+        head_bias, ref_head_bias: optional [V] LM-head biases.
+        chunk_size: positions per chunk.
+
+    Returns:
+        [N, T] per-position KL, zero outside `mask`.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    flat_mask = mask.reshape(-1).bool()  # [N*T]
+    h = hidden.reshape(-1, hidden.size(-1))[flat_mask]  # [M, H]
+    h_ref = ref_hidden.reshape(-1, ref_hidden.size(-1))[flat_mask].detach()  # [M, H]
+    out = hidden.new_zeros(flat_mask.shape, dtype=torch.float32)  # [N*T]
+    pieces = []
+    for start in range(0, h.size(0), chunk_size):
+        pieces.append(
+            checkpoint(
+                _kl_block, h[start : start + chunk_size], h_ref[start : start + chunk_size], head_weight,
+                ref_head_weight.detach(), head_bias, None if ref_head_bias is None else ref_head_bias.detach(),
+                use_reentrant=False,
+            )
+        )
+    if pieces:
+        out = out.masked_scatter(flat_mask, torch.cat(pieces))
+    return out.view(mask.shape)
+
+
+def _kl_block(h, h_ref, weight, ref_weight, bias, ref_bias) -> torch.Tensor:
+    """KL(q || p) of one chunk of positions. [C, H] -> [C]."""
+    log_p = torch.nn.functional.linear(h, weight, bias).float().log_softmax(-1)  # [C, V]
+    with torch.no_grad():
+        log_q = torch.nn.functional.linear(h_ref, ref_weight, ref_bias).float().log_softmax(-1)  # [C, V]
+    return (log_q.exp() * (log_q - log_p)).sum(-1)

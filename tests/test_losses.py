@@ -137,3 +137,32 @@ def test_sequence_nll_and_solvability():
     assert losses.sequence_nll(logp, torch.tensor([[1, 1, 0]])).item() == pytest.approx(2.0)
     correct = torch.tensor([[True, False, True], [False, False, False]])
     assert torch.allclose(losses.solvability(correct), torch.tensor([2 / 3, 0.0]))
+
+
+def test_chunked_reverse_kl_matches_dense_and_its_gradient():
+    torch.manual_seed(0)
+    N, T, H, V = 2, 5, 8, 11
+    hidden = torch.randn(N, T, H, requires_grad=True)
+    ref_hidden = torch.randn(N, T, H)
+    weight = torch.randn(V, H, requires_grad=True)
+    ref_weight = torch.randn(V, H)
+    mask = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 0, 0, 0]])
+    kl = losses.chunked_reverse_kl(hidden, ref_hidden, weight, ref_weight, mask, chunk_size=2)
+    # dense reference: sum_v q (log q - log p) at every position, masked
+    log_p = (hidden @ weight.T).log_softmax(-1)
+    log_q = (ref_hidden @ ref_weight.T).log_softmax(-1)
+    dense = (log_q.exp() * (log_q - log_p)).sum(-1) * mask
+    assert torch.allclose(kl, dense, atol=1e-5)
+    assert torch.all(kl[mask.bool()] > 0) and torch.all(kl[~mask.bool()] == 0)
+    kl.sum().backward()
+    g_hidden, g_weight = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad, weight.grad = None, None
+    dense.sum().backward()
+    assert torch.allclose(g_hidden, hidden.grad, atol=1e-5) and torch.allclose(g_weight, weight.grad, atol=1e-5)
+
+
+def test_chunked_reverse_kl_is_zero_for_identical_models():
+    hidden = torch.randn(1, 4, 6)
+    weight = torch.randn(9, 6)
+    kl = losses.chunked_reverse_kl(hidden, hidden, weight, weight, torch.ones(1, 4))
+    assert torch.allclose(kl, torch.zeros(1, 4), atol=1e-6)

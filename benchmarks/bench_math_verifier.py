@@ -1,0 +1,160 @@
+"""Throughput of the math verifier (verifications per second).
+
+Usage:
+    python benchmarks/bench_math_verifier.py [--n 4000] [--workers N] [--timeout 5]
+
+Rows:
+    numeric-only        integer / decimal / fraction / thousands-separated answers: the sympy-free fast path,
+                        in the calling process (one core), the pool never starts.
+    realistic mix       what rollouts on MATH / GSM8K / AIME look like: mostly numbers, some radicals / pi /
+                        expressions / tuples / intervals / choices / text, ~10% without a box, with wrong answers
+                        mixed in; the pool is started and warmed before timing. Cache off.
+    realistic mix, K=4  the same prompts with 4 rollouts each, 2 distinct answers per prompt (cache on).
+    sympy-only          every pair needs sympy (radicals, pi, polynomials): the worker-pool bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from rasft_trl.verifiers.math import MathVerifier
+
+FILLER = (
+    "Let's think step by step. First we set up the equation from the problem statement, then we simplify "
+    "both sides and check the result against the constraints. "
+) * 8
+
+
+def _response(answer: str | None) -> str:
+    if answer is None:
+        return FILLER + "I am not sure how to finish this."
+    return f"{FILLER}Therefore, the final answer is $\\boxed{{{answer}}}$."
+
+
+def numeric_pairs(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    pairs = []
+    for _ in range(n):
+        value = rng.randint(0, 100_000)
+        kind = rng.random()
+        if kind < 0.5:
+            gold, pred = str(value), str(value if rng.random() < 0.6 else value + 1)
+        elif kind < 0.65:
+            gold, pred = f"{value:,}", str(value)
+        elif kind < 0.8:
+            num, den = rng.randint(1, 50), rng.randint(2, 50)
+            gold = f"\\frac{{{num}}}{{{den}}}"
+            pred = f"{num}/{den}" if rng.random() < 0.5 else f"\\dfrac{{{num}}}{{{den + 1}}}"
+        elif kind < 0.9:
+            gold, pred = f"{value / 100:.2f}", f"{value / 100:.2f}"
+        else:
+            gold, pred = f"#### {value}", f"\\${value}"
+        pairs.append((gold, _response(pred)))
+    return pairs
+
+
+def sympy_pairs(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    templates = [
+        lambda a, b, r1, r2: (f"\\frac{{\\sqrt{{{a}}}}}{{{b}}}", f"\\sqrt{{{a}}}/{b}"),
+        lambda a, b, r1, r2: (f"{a}\\sqrt{{2}}", f"\\sqrt{{{2 * a * a}}}"),
+        lambda a, b, r1, r2: (f"\\frac{{{a}\\pi}}{{{b}}}", f"\\frac{{{a}}}{{{b}}}\\pi"),
+        lambda a, b, r1, r2: (f"x^2 + {r1 + r2}x + {r1 * r2}", f"(x+{r1})(x+{r2})"),
+        lambda a, b, r1, r2: (f"{a} + {b}i", f"{b}i + {a}"),
+        lambda a, b, r1, r2: (f"{a}\\sqrt{{3}}", f"{a}\\sqrt{{2}}"),
+    ]
+    pairs = []
+    for _ in range(n):
+        template = rng.choice(templates)
+        gold, pred = template(rng.randint(2, 40), rng.randint(2, 40), rng.randint(1, 9), rng.randint(1, 9))
+        pairs.append((gold, _response(pred)))
+    return pairs
+
+
+def structured_pairs(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    pairs = []
+    for _ in range(n):
+        a, b = rng.randint(-9, 9), rng.randint(10, 20)
+        choice = rng.choice(
+            [
+                (f"({a}, {b})", f"({a},{b})"),
+                (f"({a}, {b}]", f"({a},{b})"),
+                (f"\\{{{a}, {b}\\}}", f"{b}, {a}"),
+                ("\\text{(C)}", rng.choice(["C", "(D)", "\\textbf{(C)}"])),
+                ("\\text{Monday}", rng.choice(["Monday", "tuesday"])),
+                (f"x = {a}", f"{a}"),
+                (f"{a}^\\circ", f"{a}"),
+            ]
+        )
+        pairs.append((choice[0], _response(choice[1])))
+    return pairs
+
+
+def realistic_pairs(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    n_numeric, n_sympy, n_struct = int(n * 0.65), int(n * 0.12), int(n * 0.13)
+    pairs = numeric_pairs(rng, n_numeric) + sympy_pairs(rng, n_sympy) + structured_pairs(rng, n_struct)
+    pairs += [(str(rng.randint(0, 999)), _response(None)) for _ in range(n - len(pairs))]
+    rng.shuffle(pairs)
+    return pairs
+
+
+def _run(verifier: MathVerifier, pairs: list[tuple[str, str]], batch_size: int) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        verifier.verify_batch([p for _, p in chunk], [g for g, _ in chunk])
+    return len(pairs) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=4000, help="pairs per row (sympy-only uses n/8)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default min(4, cpus))")
+    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args()
+    rng = random.Random(0)
+    rows = []
+
+    with MathVerifier(num_workers=args.workers, timeout=args.timeout, cache_size=0) as verifier:
+        rate = _run(verifier, numeric_pairs(rng, args.n), args.batch_size)
+        assert verifier._pool is None, "numeric answers started the pool"
+        rows.append(("numeric-only (fast path, 1 core)", args.n, rate, verifier.stats))
+
+    with MathVerifier(num_workers=args.workers, timeout=args.timeout, cache_size=0) as verifier:
+        verifier.verify_batch([_response("\\sqrt{4}")] * verifier.num_workers, ["2"] * verifier.num_workers)
+        verifier.reset_stats()
+        rate = _run(verifier, realistic_pairs(rng, args.n), args.batch_size)
+        rows.append((f"realistic mix ({verifier.num_workers} workers, no cache)", args.n, rate, verifier.stats))
+
+    with MathVerifier(num_workers=args.workers, timeout=args.timeout) as verifier:
+        verifier.verify_batch([_response("\\sqrt{4}")] * verifier.num_workers, ["2"] * verifier.num_workers)
+        verifier.reset_stats()
+        prompts = realistic_pairs(rng, args.n // 4)
+        pairs = []
+        for gold, response in prompts:
+            pairs += [(gold, response), (gold, response), (gold, response), (gold, _response("0"))]
+        rate = _run(verifier, pairs, args.batch_size)
+        rows.append((f"realistic mix, K=4 rollouts ({verifier.num_workers} workers, cache)", len(pairs), rate,
+                     verifier.stats))
+
+    with MathVerifier(num_workers=args.workers, timeout=args.timeout, cache_size=0) as verifier:
+        verifier.verify_batch([_response("\\sqrt{4}")] * verifier.num_workers, ["2"] * verifier.num_workers)
+        verifier.reset_stats()
+        n = max(8, args.n // 8)
+        rate = _run(verifier, sympy_pairs(rng, n), args.batch_size)
+        rows.append((f"sympy-only ({verifier.num_workers} workers)", n, rate, verifier.stats))
+
+    print(f"cpus: {os.cpu_count()}, python {sys.version.split()[0]}")
+    print(f"{'workload':<55} {'pairs':>7} {'verif/s':>10} {'fast':>6} {'sympy':>6} {'cache':>6} {'timeouts':>8}")
+    for name, n, rate, stats in rows:
+        print(f"{name:<55} {n:>7} {rate:>10.0f} {stats['fast_path']:>6} {stats['sympy']:>6} "
+              f"{stats['cache_hits']:>6} {stats['timeouts']:>8}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""A small process pool whose tasks have a hard wall-clock limit.
+
+`concurrent.futures` and `multiprocessing.Pool` cannot stop a task that runs too long: sympy spends its time in
+C loops and big-integer arithmetic that ignore signals, so `signal.alarm` does not work either. This pool keeps
+one pipe per worker process, hands each worker one task at a time, and SIGKILLs a worker whose task passes its
+deadline (or whose resident memory passes a limit); a fresh worker is started in its place while the others
+carry on. Results come back in submission order.
+
+Start method: workers are started with `forkserver` where available (Linux), else `spawn`; never with `fork`.
+The trainer process has torch loaded, with OpenMP / CUDA threads and their locks; a `fork` of a multi-threaded
+process copies locks that may be held by threads that do not exist in the child, which can deadlock it. The
+fork server is a fresh single-threaded process, so forking workers from it is both safe and cheap, and unlike
+`spawn` it does not re-import the trainer's `__main__` module for every worker.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Any
+
+__all__ = ["KillablePool", "TaskOutcome", "default_start_method"]
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def default_start_method() -> str:
+    """`"forkserver"` where the platform has it, else `"spawn"` (see the module docs for why never `"fork"`)."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+@dataclass
+class TaskOutcome:
+    """What became of one task.
+
+    Args:
+        status: `"ok"` (value is the return value), `"error"` (value is the exception text), `"timeout"` (the
+            worker was killed at the deadline), `"memory"` (killed at the memory limit) or `"died"` (the worker
+            exited by itself, e.g. a segfault or an out-of-memory kill).
+        value: the result or an error message.
+        seconds: wall-clock time from dispatch to outcome.
+    """
+
+    status: str
+    value: Any = None
+    seconds: float = 0.0
+
+
+def _worker_main(conn, initializer: Callable[[], None] | None) -> None:
+    """Worker loop: announce readiness, then run `(fn, args)` tasks until the pipe closes or `None` arrives."""
+    if initializer is not None:
+        initializer()
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        fn, args = message
+        try:
+            reply = ("ok", fn(*args))
+        except Exception as exc:  # reported to the parent, which counts it
+            reply = ("error", f"{type(exc).__name__}: {exc}"[:1000])
+        conn.send(reply)
+
+
+class _Worker:
+    def __init__(self, ctx, initializer):
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=_worker_main, args=(child_conn, initializer), daemon=True)
+        self.process.start()
+        child_conn.close()
+        self.conn = parent_conn
+        self.ready = False
+        self.started_at = time.monotonic()
+        self.task: int | None = None
+        self.dispatched_at = 0.0
+
+    def rss_bytes(self) -> int | None:
+        try:
+            with open(f"/proc/{self.process.pid}/statm") as handle:
+                return int(handle.read().split()[1]) * _PAGE_SIZE
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        if self.process.is_alive() and self.task is None:
+            try:
+                self.conn.send(None)
+            except OSError:  # the worker is already gone; kill() below reaps it
+                self.process.join(timeout=0)
+            else:
+                self.process.join(timeout=1)
+        self.kill()
+
+
+class KillablePool:
+    """Worker processes that run picklable functions with a hard per-task timeout.
+
+    Args:
+        num_workers: number of worker processes (started lazily, on the first `run`).
+        initializer: called once in each worker before it takes tasks (e.g. import sympy); not timed.
+        start_method: multiprocessing start method; default
+            [`default_start_method`][rasft_trl.verifiers._timeout.default_start_method].
+        memory_limit_mb: kill a worker whose resident memory passes this (Linux `/proc`; None: no limit).
+        start_timeout: seconds a new worker may take to become ready before it counts as failed.
+    """
+
+    def __init__(
+        self,
+        num_workers: int,
+        initializer: Callable[[], None] | None = None,
+        start_method: str | None = None,
+        memory_limit_mb: float | None = None,
+        start_timeout: float = 120.0,
+    ):
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}.")
+        self.num_workers = num_workers
+        self.initializer = initializer
+        self.start_method = start_method or default_start_method()
+        self.memory_limit_bytes = None if memory_limit_mb is None else int(memory_limit_mb * 2**20)
+        self.start_timeout = start_timeout
+        self.restarts = 0
+        self._ctx = multiprocessing.get_context(self.start_method)
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._failed_starts = 0
+
+    @property
+    def started(self) -> bool:
+        return bool(self._workers)
+
+    def _spawn(self) -> _Worker:
+        return _Worker(self._ctx, self.initializer)
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self._workers[self._workers.index(worker)] = self._spawn()
+        self.restarts += 1
+
+    def _ensure_started(self) -> None:
+        while len(self._workers) < self.num_workers:
+            self._workers.append(self._spawn())
+
+    def run(self, fn: Callable, arg_tuples: Sequence[tuple], timeout: float) -> list[TaskOutcome]:
+        """Run `fn(*args)` for every tuple in `arg_tuples`, each bounded by `timeout` seconds of wall clock.
+
+        Returns:
+            One [`TaskOutcome`][rasft_trl.verifiers._timeout.TaskOutcome] per task, in order.
+        """
+        with self._lock:
+            self._ensure_started()
+            try:
+                return self._run_locked(fn, list(arg_tuples), timeout)
+            except BaseException:
+                # Interrupted (KeyboardInterrupt, ...): busy workers hold tasks of this run, whose late replies
+                # would be mistaken for the next run's. Replace them, then let the exception propagate.
+                for worker in list(self._workers):
+                    if worker.task is not None:
+                        self._replace(worker)
+                raise
+
+    def _run_locked(self, fn: Callable, tasks: list[tuple], timeout: float) -> list[TaskOutcome]:
+        outcomes: list[TaskOutcome | None] = [None] * len(tasks)
+        queue = deque(range(len(tasks)))
+        while queue or any(worker.task is not None for worker in self._workers):
+            now = time.monotonic()
+            for worker in self._workers:
+                if worker.ready and worker.task is None and queue:
+                    index = queue.popleft()
+                    try:
+                        worker.conn.send((fn, tasks[index]))
+                    except OSError:  # the worker died while idle: requeue the task, replace the worker
+                        queue.appendleft(index)
+                        self._on_death(worker, outcomes)
+                        continue
+                    worker.task = index
+                    worker.dispatched_at = now
+            self._wait_for_messages(outcomes, timeout)
+            self._enforce_limits(outcomes, timeout)
+        return outcomes  # type: ignore[return-value]
+
+    def _wait_seconds(self, timeout: float) -> float:
+        now = time.monotonic()
+        deadlines = [w.dispatched_at + timeout for w in self._workers if w.task is not None]
+        deadlines += [w.started_at + self.start_timeout for w in self._workers if not w.ready]
+        seconds = max(0.0, min(deadlines) - now) if deadlines else 0.05
+        if self.memory_limit_bytes is not None:
+            seconds = min(seconds, 0.2)
+        return seconds
+
+    def _wait_for_messages(self, outcomes: list, timeout: float) -> None:
+        by_conn = {worker.conn: worker for worker in self._workers}
+        for conn in wait(list(by_conn), timeout=self._wait_seconds(timeout)):
+            worker = by_conn[conn]
+            try:
+                status, value = conn.recv()
+            except (EOFError, OSError):
+                self._on_death(worker, outcomes)
+                continue
+            if status == "ready":
+                worker.ready = True
+                self._failed_starts = 0
+                continue
+            outcomes[worker.task] = TaskOutcome(status, value, time.monotonic() - worker.dispatched_at)
+            worker.task = None
+
+    def _on_death(self, worker: _Worker, outcomes: list) -> None:
+        worker.process.join(timeout=5)
+        code = worker.process.exitcode
+        if worker.task is not None:
+            elapsed = time.monotonic() - worker.dispatched_at
+            outcomes[worker.task] = TaskOutcome("died", f"worker exited with code {code}", elapsed)
+        elif not worker.ready:
+            self._failed_starts += 1
+            if self._failed_starts >= 3:
+                self.close()
+                raise RuntimeError(
+                    f"Verifier worker processes keep failing to start (last exit code {code}, start method "
+                    f"{self.start_method!r}); see the worker's traceback above."
+                )
+        self._replace(worker)
+
+    def _enforce_limits(self, outcomes: list, timeout: float) -> None:
+        now = time.monotonic()
+        for worker in list(self._workers):
+            if worker.task is not None:
+                elapsed = now - worker.dispatched_at
+                if elapsed >= timeout:
+                    outcomes[worker.task] = TaskOutcome("timeout", f"killed after {elapsed:.2f}s", elapsed)
+                    self._replace(worker)
+                elif self.memory_limit_bytes is not None and (worker.rss_bytes() or 0) > self.memory_limit_bytes:
+                    outcomes[worker.task] = TaskOutcome("memory", "killed at the memory limit", elapsed)
+                    self._replace(worker)
+            elif not worker.ready and now - worker.started_at > self.start_timeout:
+                self._failed_starts += 1
+                self._replace(worker)
+                if self._failed_starts >= 3:
+                    self.close()
+                    raise RuntimeError(f"Verifier workers did not start within {self.start_timeout}s.")
+
+    def close(self) -> None:
+        """Stop all workers (idempotent). The pool restarts them on the next `run`."""
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.stop()
+
+    def __del__(self):
+        if getattr(self, "_workers", None):
+            self.close()
