@@ -237,3 +237,17 @@ def _kl_block(h, h_ref, weight, ref_weight, bias, ref_bias) -> torch.Tensor:
     with torch.no_grad():
         log_q = torch.nn.functional.linear(h_ref, ref_weight, ref_bias).float().log_softmax(-1)  # [C, V]
     return (log_q.exp() * (log_q - log_p)).sum(-1)
+
+
+def kl_penalty(
+    per_token_kl: torch.Tensor, mask: torch.Tensor, kl_weight: float, num_items_in_batch: int | torch.Tensor | None
+) -> torch.Tensor:
+    """`beta * sum_t KL_t / Z` with the same normalizer `Z` as [`rasft_loss`]. [N, T] -> scalar."""
+    mask = mask.to(per_token_kl.dtype)
+    normalizer = mask.sum().clamp(min=1.0) if num_items_in_batch is None else num_items_in_batch
+    return kl_weight * (per_token_kl * mask).sum() / normalizer
+
+
+def kept_token_mask(per_token_logps: torch.Tensor, mask: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """ProFiT's probability-guided selection: target tokens with `p_t >= threshold`. [N, T] -> [N, T] long."""
+    return ((per_token_logps.detach().exp() >= threshold) & mask.bool()).long()

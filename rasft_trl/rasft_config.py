@@ -104,6 +104,15 @@ class RASFTConfig(_BaseConfig):
             `"token_mean"`: weighted sum over all target tokens divided by the number of target tokens of the
             whole optimizer step, across processes (reference implementation). `"sequence_mean"`: each
             trajectory's tokens are averaged first, then divided by the number of problems.
+        profit_normalization (`str`, *optional*, defaults to `"all"`):
+            With `token_factor="profit"`: `"all"` divides by all target tokens (RASFT's transfer variant, Table 2);
+            `"kept"` divides by the tokens that pass the threshold and falls back to plain SFT for an optimizer step
+            in which no token passes (the ProFiT baseline); fallbacks are counted as `profit/fallback_steps`.
+        kl_weight (`float`, *optional*, defaults to `0.0`):
+            Weight `beta` of a full-vocabulary `KL(pi_ref || pi_theta)` term at every target position (SFT+KL,
+            ASFT); needs the reference model. `0` disables it.
+        kl_chunk_size (`int`, *optional*, defaults to `256`):
+            Positions per chunk of the KL term (peak memory: one `[chunk, vocab]` block per model).
         cache_expert_ref_logps (`bool`, *optional*, defaults to `True`):
             Cache the reference log-probabilities of expert demonstrations (they never change) so each step only
             runs the reference on fresh rollouts.
@@ -199,6 +208,11 @@ class RASFTConfig(_BaseConfig):
     loss_aggregation: str = field(
         default="token_mean", metadata={"help": "token_mean (default) or sequence_mean."}
     )
+    profit_normalization: str = field(
+        default="all", metadata={"help": "profit factor: divide by all tokens ('all') or kept tokens ('kept')."}
+    )
+    kl_weight: float = field(default=0.0, metadata={"help": "Weight of the full-vocabulary KL(ref || policy) term."})
+    kl_chunk_size: int = field(default=256, metadata={"help": "Positions per chunk of the KL term."})
     cache_expert_ref_logps: bool = field(
         default=True, metadata={"help": "Cache reference log-probs of expert demonstrations."}
     )
@@ -252,9 +266,20 @@ class RASFTConfig(_BaseConfig):
                 f"{self.token_factor!r}.")
         require(0 <= self.profit_threshold <= 1, f"profit_threshold must be in [0, 1], got {self.profit_threshold}.")
         require(
+            self.profit_normalization in ("all", "kept"),
+            f"profit_normalization must be 'all' or 'kept', got {self.profit_normalization!r}.",
+        )
+        require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}.")
+        require(self.kl_chunk_size >= 1, f"kl_chunk_size must be >= 1, got {self.kl_chunk_size}.")
+        require(
             self.loss_aggregation in LOSS_AGGREGATIONS,
             f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {self.loss_aggregation!r}.",
         )
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether any term of the loss reads the frozen reference."""
+        return self.use_ratio or self.kl_weight > 0
 
     @property
     def ratio_clip(self) -> tuple[float, float]:

@@ -66,7 +66,8 @@ class RASFTTrainer(_BaseTrainer):
         eval_dataset: optional; evaluated with the expert NLL (`eval_loss`).
         processing_class: tokenizer; loaded from the model's path when omitted.
         verifier: `"math"`, `"code"`, another registered name, or any callable in TRL's reward-function form
-            `(prompts, completions, completion_ids, **columns) -> list[float | None]`.
+            `(prompts, completions, completion_ids, **columns) -> list[float | None]`. `None` is allowed only
+            without rollouts (`use_rollouts=False`).
         peft_config: a `peft.PeftConfig` for LoRA / QLoRA; the reference is then the same model with the adapter
             disabled (no second copy of the weights).
         generation_backend: a [`GenerationBackend`]; default: batched `generate` on the training model.
@@ -86,7 +87,7 @@ class RASFTTrainer(_BaseTrainer):
         train_dataset: Dataset | None = None,
         eval_dataset: Dataset | None = None,
         processing_class=None,
-        verifier: str | Callable = "math",
+        verifier: str | Callable | None = "math",
         peft_config=None,
         generation_backend: GenerationBackend | None = None,
         callbacks=None,
@@ -106,11 +107,12 @@ class RASFTTrainer(_BaseTrainer):
         if processing_class.pad_token_id is None:
             processing_class.pad_token = processing_class.eos_token
 
-        self.verifier = get_verifier(verifier)
+        if verifier is None and args.use_rollouts:
+            raise ValueError("RASFT verifies its rollouts: pass a `verifier` (e.g. 'math'), or set use_rollouts=False.")
+        self.verifier = None if verifier is None else get_verifier(verifier)
         self.use_peft = peft_config is not None or is_peft_model(model)
-        needs_reference = args.use_ratio
         ref_model = None
-        if needs_reference and not self.use_peft:
+        if args.needs_reference and not self.use_peft:
             # Full fine-tuning: a frozen copy of the initial policy (copied before any patching or wrapping).
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
             add_fused_lm_head(ref_model, temperature=1.0)
@@ -247,12 +249,31 @@ class RASFTTrainer(_BaseTrainer):
             offset += len(pool)
         batches = [self._finalize_micro_batch(t, torch.cat(c)) for t, c in zip(micro, micro_coef)]
         self._log_pool_metrics(pools, coefficients, torch.tensor([t.is_expert for t in flat]))
+        if args.token_factor == "profit" and args.profit_normalization == "kept":
+            self._select_profit_tokens(batches)
         if args.loss_aggregation == "token_mean":
-            local_items = sum(int(b["completion_mask"].sum()) for b in batches)
+            local_items = sum(int(b.get("token_mask", b["completion_mask"]).sum()) for b in batches)
         else:
             local_items = len(rows)
         num_items = self.accelerator.gather(torch.tensor(local_items, device=self.accelerator.device)).sum()
         return batches, num_items
+
+    def _select_profit_tokens(self, batches: list[dict]) -> None:
+        """ProFiT baseline: train with SFT on the tokens whose current probability passes the threshold, normalized
+        by their count; an optimizer step in which no token passes (on any process) falls back to plain SFT."""
+        kept_total = 0
+        for batch in batches:
+            logps = self._token_logps_no_grad(self.model, batch)
+            batch["token_mask"] = losses.kept_token_mask(logps, batch["completion_mask"], self.args.profit_threshold)
+            batch["token_mask"] = batch["token_mask"].cpu()
+            kept_total += int(batch["token_mask"].sum())
+        kept_total, all_total = self._global_sum([kept_total, sum(int(b["completion_mask"].sum()) for b in batches)])
+        fallback = kept_total == 0
+        if fallback:
+            for batch in batches:
+                batch["token_mask"] = batch["completion_mask"].clone()
+        self._counters["profit/fallback_steps"] += int(fallback)
+        self._metrics["profit/kept_frac"].append(kept_total / max(all_total, 1))
 
     def _route(self, experts: list[Trajectory]) -> torch.Tensor:
         """Expert-loss window: which problems of this step get rollouts ([P] bool)."""
@@ -413,6 +434,10 @@ class RASFTTrainer(_BaseTrainer):
             batch = self._prepare_input(batch)
             yield self._token_logps(model, batch), batch
 
+    @torch.no_grad()
+    def _token_logps_no_grad(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._token_logps(model, self._prepare_input(batch))
+
     @staticmethod
     def _token_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-token log-probs at temperature 1 of `labels[:, 1:]` via TRL's fused LM head. -> [B, T-1]."""
@@ -429,8 +454,13 @@ class RASFTTrainer(_BaseTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
-        logps = self._token_logps(model, inputs)  # [B, T-1]
-        mask = inputs["completion_mask"]
+        if args.kl_weight > 0:
+            logps, hidden = self._logps_and_hidden(model, inputs)  # [B, T-1], [B, T, H]
+        else:
+            logps = self._token_logps(model, inputs)  # [B, T-1]
+        # ProFiT ("kept" normalization) trains with SFT on the selected tokens only
+        mask = inputs.get("token_mask", inputs["completion_mask"])
+        factor = "sft" if "token_mask" in inputs else args.token_factor
         ref = inputs.get("ref_logps") if args.use_ratio else None
         loss = losses.rasft_loss(
             logps,
@@ -438,11 +468,15 @@ class RASFTTrainer(_BaseTrainer):
             mask,
             inputs["seq_coef"],
             ratio_clip=args.ratio_clip,
-            token_factor=args.token_factor,
+            token_factor=factor,
             profit_threshold=args.profit_threshold,
             num_items_in_batch=num_items_in_batch,
             log_ratio_clamp=args.log_ratio_clamp,
         )
+        if args.kl_weight > 0:
+            kl = self._reverse_kl(model, inputs, hidden)  # [B, T-1]
+            loss = loss + losses.kl_penalty(kl, mask, args.kl_weight, num_items_in_batch)
+            self._metrics["kl/mean"].append(float(losses.masked_mean(kl.detach(), mask).mean()))
         if ref is not None:
             rho = losses.inverse_sequence_ratio(logps, ref, mask, clip=None, log_ratio_clamp=args.log_ratio_clamp)
             low, high = losses.ratio_clip_fractions(rho, args.ratio_clip)
@@ -453,6 +487,48 @@ class RASFTTrainer(_BaseTrainer):
             # `num_items_in_batch` counts all processes while DDP averages gradients over them.
             loss = loss * self.accelerator.num_processes
         return (loss, None) if return_outputs else loss
+
+    def _logps_and_hidden(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs and the hidden states that feed the LM head (captured by a forward hook)."""
+        captured = {}
+
+        def hook(module, args, output):
+            captured["hidden"] = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+        handle = self._causal_lm(model).base_model.register_forward_hook(hook)
+        try:
+            logps = self._token_logps(model, batch)
+        finally:
+            handle.remove()
+        return logps, captured["hidden"]
+
+    def _causal_lm(self, model):
+        """The `*ForCausalLM` module inside accelerate / PEFT wrappers."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        return unwrapped.get_base_model() if is_peft_model(unwrapped) else unwrapped
+
+    def _reverse_kl(self, model, batch, hidden: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary KL(pi_ref || pi_theta) at every position, in chunks. -> [B, T-1]."""
+        with torch.no_grad():
+            if self.ref_model is not None:
+                ref_lm = self._causal_lm(self.ref_model)
+                _, ref_hidden = self._logps_and_hidden(self.ref_model, batch)
+            else:  # LoRA: the adapter-disabled model
+                unwrapped = self.accelerator.unwrap_model(model)
+                ref_lm = self._causal_lm(model)
+                with use_adapter(unwrapped, None):
+                    _, ref_hidden = self._logps_and_hidden(unwrapped, batch)
+        head, ref_head = self._causal_lm(model).get_output_embeddings(), ref_lm.get_output_embeddings()
+        return losses.chunked_reverse_kl(
+            hidden[:, :-1],
+            ref_hidden[:, :-1],
+            head.weight,
+            ref_head.weight,
+            batch["completion_mask"],
+            head.bias,
+            ref_head.bias,
+            chunk_size=self.args.kl_chunk_size,
+        )
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluation loss: the token-mean NLL of the expert demonstrations."""
@@ -493,6 +569,9 @@ class RASFTTrainer(_BaseTrainer):
             generation = self._counters.pop("time/generation", 0.0)
             logs["time/generation_share"] = generation / wall if wall > 0 else 0.0
             logs.update({k: v for k, v in self._counters.items()})
+            for key, value in (getattr(self.verifier, "stats", None) or {}).items():
+                if isinstance(value, (int, float)):
+                    logs[f"verifier/{key}"] = value
             self._metrics.clear()
         super().log(logs, start_time)
 

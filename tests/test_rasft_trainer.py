@@ -220,7 +220,10 @@ def test_ablation_without_ratio_loads_no_reference(tmp_path, tiny_model_dir):
     [
         (lambda d: d.pop("answer"), r"missing the column\(s\) \['answer'\]"),
         (lambda d: d["completion"].__setitem__(3, "  "), r"'completion', row 3: the expert completion is empty"),
-        (lambda d: d["answer"].__setitem__(5, 12), r"'answer', row 5: expected a string, got int"),
+        (lambda d: d.__setitem__("answer", [int(a) for a in d["answer"]]), r"'answer', row 0: expected a string, "
+         r"got int"),
+        (lambda d: d.__setitem__("answer", [None if i == 5 else a for i, a in enumerate(d["answer"])]),
+         r"'answer', row 5: expected a string, got NoneType"),
         (lambda d: d["prompt"].__setitem__(2, [{"role": "user", "content": "9" * 400}]), r"'prompt', row 2: the "
          r"prompt is \d+ tokens long"),
     ],
