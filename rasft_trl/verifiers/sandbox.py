@@ -1,0 +1,1268 @@
+"""Run an untrusted Python program against trusted tests, in a separate, limited process.
+
+Threat model
+============
+
+The programs come from a policy model during training (and from models under evaluation). We assume
+they can be *wrong*, *destructive by accident* (`rm`-like code, fork loops, huge allocations, infinite
+loops) and *reward-hacking* (exit early with status 0, redefine `AssertionError`, patch builtins,
+`print` or `math.isclose`, install a trace function that skips the failing line, return an object
+whose `__eq__` is always true). We do **not** defend against a program written against this harness
+by someone who has read it: it runs in the same process as the harness, and a process cannot keep
+secrets from code running inside it. The kernel-enforced layers still bound what such a program can
+do to the host.
+
+What is covered (each item has adversarial tests in `tests/verifiers/test_sandbox.py`, run with and
+without the kernel layers):
+
+- **Separate process.** Every run is a fresh `python -I -S -B` interpreter started with `subprocess`
+  (never a fork of the trainer, which has torch and CUDA state). It leads its own session and process
+  group; the whole group is killed with `SIGKILL` when the run ends, whatever the outcome.
+- **Time.** A wall-clock limit enforced by the parent (`timeout_s`) and a CPU-time limit
+  (`RLIMIT_CPU`, `cpu_time_s`): infinite loops, sleeps and busy threads end as `"timeout"`.
+- **Memory.** `RLIMIT_AS` (`memory_mb`): a 10 GB allocation fails inside the sandbox with
+  `MemoryError` (`"memory"`); unbounded recursion ends the child only.
+- **Processes.** Process creation (`os.fork`, `subprocess`, `os.system`, `os.exec*`, `posix_spawn`,
+  `pty`, multiprocessing, `_posixsubprocess`, `ctypes`' `fork`) is refused by an audit hook (PEP 578;
+  it cannot be removed from Python code), Landlock (where available) denies `execve`, and the process
+  group is killed at the end. `RLIMIT_NPROC` (`max_processes` more tasks than the user already has;
+  exactly `max_processes` more inside a user namespace) is a further layer for non-root users only:
+  **as root the kernel does not enforce `RLIMIT_NPROC`**, so there the guarantee rests on the audit
+  hook and the group kill, unless the sandbox drops to another user (`user="nobody"`).
+- **Signals.** `os.kill`, `os.killpg`, `signal.pthread_kill` and pidfd signalling are refused, and
+  with Landlock ABI >= 6 the kernel refuses signals to any process outside the sandbox: the program
+  cannot kill the trainer.
+- **Network.** Socket creation (except `AF_UNIX`, for the socket pairs asyncio needs), `connect`,
+  `bind`, `sendto` and name resolution are refused by the audit hook. Where the kernel allows it, the
+  child also enters a new, empty network namespace (`unshare(CLONE_NEWNET)`, inside an unprivileged
+  user namespace when not root) and Landlock ABI >= 4 denies TCP `bind`/`connect`.
+- **Filesystem writes.** The child runs in a fresh temporary directory, removed afterwards. Writes,
+  deletions, renames, `chmod`, links and `mkdir` outside it (except `/dev/null`) are refused by the
+  audit hook and, where Landlock is available (Linux >= 5.13), by the kernel, which also covers
+  `dir_fd`, symlinks and any other route. `RLIMIT_FSIZE` (`max_file_mb`) caps file sizes;
+  `RLIMIT_CORE` is 0. Opening `/proc/self/*` (the harness's memory and descriptors) is refused.
+- **Environment and I/O.** A scrubbed environment (`PATH`, `HOME`/`TMPDIR` = the temporary directory,
+  locale, one BLAS thread), stdin is `/dev/null`, stdout/stderr are captured up to
+  `max_output_bytes` each (the rest is drained and dropped), and the only other inherited file
+  descriptor is the result channel.
+- **Proof of completion.** A run passes only if the harness writes a per-run random nonce, followed by
+  its verdict, to the result channel *after the last test ran*. The exit status is never trusted:
+  `sys.exit(0)`, `os._exit(0)`, `raise SystemExit`, `atexit` hooks or a thread calling `os._exit`
+  before the end are `"early_exit"`, and fake reports without the nonce are ignored. After its report
+  the harness calls `os._exit`, so threads that outlive the tests neither keep the sandbox alive nor
+  change the verdict.
+- **Tampering.** Tests run in their own namespace with a copy of the builtins taken before the
+  program ran; `assert` raises the interpreter's own `AssertionError` whatever the program rebinds.
+  `sys.settrace`/`sys.setprofile` (also from threads), `gc` object walks, `sys._current_frames`, new
+  audit hooks, `resource.setrlimit`, `ctypes` symbol look-ups and `from_address`, and loading a
+  library the program wrote are refused. Changes the program made to the `builtins` module or to the
+  modules the tests import (`math.isclose = ...`, a fake `sys.modules["math"]`) are detected before
+  the tests run. With `strict_asserts=True`, a comparison or truth test in an `assert` between an
+  object whose `__eq__`/`__lt__`/`__contains__`/`__bool__`/... is defined by the program and a
+  built-in value (the "always-equal object" hack, also nested in lists) fails. Tampering ends as
+  `"tampered"`; any refused operation as `"sandbox_violation"`, even if the program caught the error.
+
+What is **not** covered:
+
+- A program that introspects the harness (walks `sys._getframe().f_back`, or the frames of a caught
+  exception's traceback, up to the harness and reads or changes its locals) can read the nonce and
+  forge a pass. Frames cannot be hidden without breaking `collections.namedtuple`, `enum`, `logging`
+  and `traceback`, which read them. `ctypes` stays importable (sympy needs it) and its pointers can
+  read and write the process's memory; crafted bytecode (`types.CodeType`, `marshal`; asyncio needs
+  `code.replace`) can corrupt the interpreter. Either can switch the in-process guards off. The
+  in-process guards are a tripwire against reward hacking, not a security boundary; the OS limits,
+  the group kill, the network namespace and Landlock are.
+- Without Landlock: writes through `os.open(..., dir_fd=...)` or a `PathLike` that changes its value
+  between calls are not seen by the audit hook, and `execve` is only stopped by the hook. Without
+  Landlock ABI >= 6, signals are only stopped by the hook.
+- A grandchild that calls `setsid()` leaves the process group and survives the group kill; it first
+  needs a way around the process-creation guards (and, as non-root, `RLIMIT_NPROC`).
+- Reads are not restricted: the program can read every file the trainer's user can read and print it
+  into the captured output (which ends up in logs). Do not run training as a user that can read
+  secrets you care about.
+- Without a network namespace and Landlock ABI >= 4, a packet sent through a route the audit hook
+  does not see (e.g. via `ctypes` memory tricks) can leave. CPU and memory are limited per process,
+  not per cgroup: bound the machine's load with `num_workers`.
+- Comparisons laundered through arithmetic (`abs(x - y) < eps` with a program-defined `__sub__`),
+  module attributes patched *while* the tests run, and the tests' own (trusted) code are not checked.
+- No protection against kernel exploits, side channels, or timing-dependent flakiness (a correct but
+  slow program on an overloaded machine times out).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import logging
+import marshal
+import math
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SANDBOX_STATUSES", "Sandbox", "SandboxResult"]
+
+#: Every status a run can end with; all but `"passed"` are failures, `"test_error"` and
+#: `"sandbox_error"` mean the run could not judge the program (bad tests / broken sandbox).
+SANDBOX_STATUSES = (
+    "passed",
+    "assertion_failed",
+    "runtime_error",
+    "syntax_error",
+    "timeout",
+    "memory",
+    "early_exit",
+    "missing_entry_point",
+    "sandbox_violation",
+    "tampered",
+    "test_error",
+    "sandbox_error",
+)
+
+
+@dataclass
+class SandboxResult:
+    """Outcome of one sandboxed run.
+
+    Args:
+        status: one of `SANDBOX_STATUSES`.
+        stdout: captured standard output, at most `max_output_bytes` (decoded, invalid bytes replaced).
+        stderr: captured standard error, same cap.
+        returncode: exit status of the child (negative: killed by that signal), `None` if unknown.
+        duration_s: wall-clock seconds from start to the end of collection.
+        details: extra facts for auditing: failing test line, exception type and message, refused
+            operations, tampering notes, isolation layers in effect, truncation flags.
+    """
+
+    status: str
+    stdout: str = ""
+    stderr: str = ""
+    returncode: int | None = None
+    duration_s: float = 0.0
+    details: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+class Sandbox:
+    """Runs `program` followed by trusted `tests` in a fresh, limited Python process.
+
+    See the module docstring for the threat model. All limits are per run.
+
+    Args:
+        timeout_s: wall-clock limit of a run, interpreter start-up included (seconds).
+        cpu_time_s: CPU-time limit (`RLIMIT_CPU`, whole seconds); `None` means `ceil(timeout_s)`.
+        memory_mb: address-space limit (`RLIMIT_AS`) in MiB.
+        max_processes: how many more tasks (threads or processes) the run may create (`RLIMIT_NPROC`;
+            the kernel counts all tasks of the user, or of the user namespace when the network namespace
+            needed one; not enforced for root).
+        max_file_mb: largest file the program may write (`RLIMIT_FSIZE`), MiB.
+        max_open_files: `RLIMIT_NOFILE`.
+        max_output_bytes: bytes of stdout and of stderr kept (each); the rest is read and dropped.
+        strict_asserts: reject comparisons in `assert` statements between a program-defined object
+            (one whose class defines `__eq__`, `__bool__`, ... in the program) and a built-in value.
+        network_namespace: try to enter a new network namespace (best effort; falls back silently to
+            the audit hook, the run's `details["isolation"]` says what was in effect).
+        landlock: try to apply a Landlock policy (kernel-enforced: writes only in the temporary
+            directory, no `execve`, no TCP, no signals outside); best effort like `network_namespace`.
+        python_executable: interpreter for the child. `None` uses the trainer's interpreter started
+            with `-S` (fast start-up) and its site-packages directories on `sys.path`; another
+            interpreter is started without `-S` so that its own site-packages are found.
+        module_name: name under which the program is importable by the tests (`from solution import f`).
+        tmp_root: directory in which per-run temporary directories are created (default: the system's).
+        env: extra environment variables for the child (after scrubbing).
+        user: run the child as this user (name or uid), with that user's group and no supplementary
+            groups; requires the trainer to run as root, and the interpreter to be readable by that user.
+            Recommended when training as root: the program then has no root privileges at all, and
+            `RLIMIT_NPROC` is enforced. `None` runs it as the trainer's user.
+    """
+
+    def __init__(
+        self,
+        timeout_s: float = 10.0,
+        cpu_time_s: int | None = None,
+        memory_mb: int = 1024,
+        max_processes: int = 32,
+        max_file_mb: int = 16,
+        max_open_files: int = 256,
+        max_output_bytes: int = 16384,
+        strict_asserts: bool = True,
+        network_namespace: bool = True,
+        landlock: bool = True,
+        python_executable: str | None = None,
+        module_name: str = "solution",
+        tmp_root: str | None = None,
+        env: Mapping[str, str] | None = None,
+        user: int | str | None = None,
+    ):
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}.")
+        if cpu_time_s is not None and cpu_time_s < 1:
+            raise ValueError(f"cpu_time_s must be >= 1 second, got {cpu_time_s}.")
+        for name, value, low in (
+            ("memory_mb", memory_mb, 64),
+            ("max_processes", max_processes, 0),
+            ("max_file_mb", max_file_mb, 1),
+            ("max_open_files", max_open_files, 16),
+            ("max_output_bytes", max_output_bytes, 0),
+        ):
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}.")
+        if not module_name.isidentifier():
+            raise ValueError(f"module_name must be an identifier, got {module_name!r}.")
+        self.timeout_s = float(timeout_s)
+        self.cpu_time_s = int(cpu_time_s) if cpu_time_s is not None else max(1, math.ceil(timeout_s))
+        self.memory_mb = int(memory_mb)
+        self.max_processes = int(max_processes)
+        self.max_file_mb = int(max_file_mb)
+        self.max_open_files = int(max_open_files)
+        self.max_output_bytes = int(max_output_bytes)
+        self.strict_asserts = bool(strict_asserts)
+        self.network_namespace = bool(network_namespace)
+        self.landlock = bool(landlock)
+        self.module_name = module_name
+        self.tmp_root = tmp_root
+        self.extra_env = dict(env or {})
+        self.user: tuple[int, int] | None = None
+        if user is not None:
+            import pwd
+
+            try:
+                entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(int(user))
+            except KeyError as exc:
+                raise ValueError(f"Unknown user {user!r} for the sandbox.") from exc
+            if os.geteuid() != 0:
+                raise ValueError(f"user={user!r} needs the trainer to run as root (euid {os.geteuid()}).")
+            self.user = (entry.pw_uid, entry.pw_gid)
+        #: temporary directories that could not be removed (each one is also logged as a warning)
+        self.cleanup_failures = 0
+        if python_executable is None:
+            self.python_executable = sys.executable
+            self._argv_flags = ["-I", "-S", "-B"]
+            self._site_dirs = _site_packages_dirs()
+            self._same_interpreter = True
+        else:
+            self.python_executable = python_executable
+            self._argv_flags = ["-I", "-B"]
+            self._site_dirs = []
+            self._same_interpreter = False
+        if not self.python_executable:
+            raise ValueError("No Python interpreter: sys.executable is empty; pass python_executable.")
+
+    # ------------------------------------------------------------------ public API
+
+    def run(self, program: str, tests: str = "", *, entry_point: str | None = None) -> SandboxResult:
+        """Run `program`, then `tests` (with `check(<entry_point>)` if the tests define `check`).
+
+        Args:
+            program: untrusted Python source.
+            tests: trusted Python source: top-level asserts, pytest-style `test_*` functions / `Test*`
+                classes (called in order; `@pytest.mark.parametrize` is expanded, other fixtures are a
+                `"test_error"`), and/or a HumanEval `check(candidate)` function.
+            entry_point: name of the program's function passed to `check`, if any.
+
+        Returns:
+            A [`SandboxResult`]; never raises for anything the program does.
+        """
+        start = time.monotonic()
+        if entry_point is not None and not entry_point.isidentifier():
+            return SandboxResult("test_error", details={"message": f"invalid entry_point {entry_point!r}"})
+        try:
+            prepared = self._prepare_tests(tests)
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+            return SandboxResult("test_error", details={"message": f"the tests do not parse: {exc}"})
+        tmpdir = tempfile.mkdtemp(prefix="rasft-sandbox-", dir=self.tmp_root)
+        if self.user is not None:
+            os.chown(tmpdir, *self.user)
+        try:
+            return self._run_in(os.path.realpath(tmpdir), program, prepared, entry_point, start)
+        finally:
+            self._cleanup(tmpdir)
+
+    def _prepare_tests(self, tests: str) -> dict:
+        """Analyse and compile the trusted tests here, so that the child need not import `ast`."""
+        tree = ast.parse(tests, "<tests>")
+        meta = {"functions": [], "classes": [], "modules": [], "defines_check": False, "calls_check": False}
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef):
+                if node.name.startswith("test"):
+                    meta["functions"].append(node.name)
+                meta["defines_check"] = meta["defines_check"] or node.name == "check"
+            elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+                meta["classes"].append(node.name)
+            elif (
+                isinstance(node, ast.Expr)
+                and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Name)
+            ):
+                meta["calls_check"] = meta["calls_check"] or node.value.func.id == "check"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                meta["modules"] += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                meta["modules"].append(node.module)
+        code = None
+        if self._same_interpreter:  # code objects are specific to one Python version; else the child compiles
+            tree = _rewrite_asserts(tree) if self.strict_asserts else tree
+            code = marshal.dumps(compile(tree, "<tests>", "exec", dont_inherit=True))
+        return {"tests_meta": meta, "tests_code": code, "tests_source": tests}
+
+    # ------------------------------------------------------------------ internals
+
+    def _env(self, tmpdir: str) -> dict:
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": tmpdir,
+            "TMPDIR": tmpdir,
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "MALLOC_ARENA_MAX": "2",  # each thread's malloc arena reserves 64 MiB of the RLIMIT_AS budget
+        }
+        env.update(self.extra_env)
+        return env
+
+    def _run_in(
+        self, tmpdir: str, program: str, prepared: dict, entry_point: str | None, start: float
+    ) -> SandboxResult:
+        nonce = secrets.token_hex(16)
+        job = {
+            **prepared,
+            "nonce": nonce,
+            "program": program,
+            "entry_point": entry_point,
+            "module_name": self.module_name,
+            "tmpdir": tmpdir,
+            "site_dirs": self._site_dirs,
+            "cpu_time_s": self.cpu_time_s,
+            "memory_bytes": self.memory_mb * 2**20,
+            "max_processes": self.max_processes,
+            "max_file_bytes": self.max_file_mb * 2**20,
+            "max_open_files": self.max_open_files,
+            "strict_asserts": self.strict_asserts,
+            "network_namespace": self.network_namespace,
+            "landlock": self.landlock,
+        }
+        chan_r, chan_w = os.pipe()
+        job["channel_fd"] = chan_w
+        job["harness"] = _harness_code() if self._same_interpreter else _harness_source()
+        argv = [self.python_executable, *self._argv_flags, "-c", _BOOTSTRAP]
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=tmpdir,
+                env=self._env(tmpdir),
+                close_fds=True,
+                pass_fds=(chan_w,),
+                start_new_session=True,
+                **({"user": self.user[0], "group": self.user[1], "extra_groups": []} if self.user else {}),
+            )
+        except OSError as exc:
+            os.close(chan_r)
+            os.close(chan_w)
+            logger.warning("Sandbox could not start %s: %s", self.python_executable, exc)
+            return SandboxResult("sandbox_error", duration_s=time.monotonic() - start, details={"message": str(exc)})
+        os.close(chan_w)
+        try:
+            out = self._collect(proc, chan_r, nonce.encode("ascii"), marshal.dumps(job, 4), start)
+        finally:
+            os.close(chan_r)
+            self._kill_group(proc)
+        out["returncode"] = proc.returncode
+        out["pid"] = proc.pid
+        return self._interpret(out, start)
+
+    def _collect(self, proc: subprocess.Popen, chan_r: int, nonce: bytes, job: bytes, start: float) -> dict:
+        """Send the job; read stdout/stderr/channel until the report arrives, the child exits, or the deadline.
+
+        Everything goes through one selector, so that a child that never reads its job (or never stops
+        writing) cannot block the parent past the deadline.
+        """
+        deadline = start + self.timeout_s
+        cap = self.max_output_bytes
+        streams = {"stdout": bytearray(), "stderr": bytearray(), "chan": bytearray()}
+        seen = {"stdout": 0, "stderr": 0, "chan": 0}
+        chan_cap = 1 << 16
+        record = None
+        started = False
+        timed_out = False
+        sel = selectors.DefaultSelector()
+        for fd, name in ((proc.stdout.fileno(), "stdout"), (proc.stderr.fileno(), "stderr"), (chan_r, "chan")):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ, name)
+        stdin_fd = proc.stdin.fileno()
+        os.set_blocking(stdin_fd, False)
+        sel.register(stdin_fd, selectors.EVENT_WRITE, "stdin")
+        job_view, sent = memoryview(job), 0
+
+        def write_ready() -> bool:
+            """Send more of the job; returns False once it is all sent (or the child is gone)."""
+            nonlocal sent
+            try:
+                sent += os.write(stdin_fd, job_view[sent : sent + (1 << 16)])
+            except BlockingIOError:
+                return True
+            except BrokenPipeError:
+                return False  # the child died before reading its job: reported as sandbox_error
+            return sent < len(job)
+
+        def read_ready(fd: int, name: str) -> bool:
+            """Read what is available; returns False at end of file."""
+            nonlocal record, started
+            for _ in range(64):  # bounded, so that a chatty program cannot starve the deadline check
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    return True
+                if not chunk:
+                    return False
+                seen[name] += len(chunk)
+                buf = streams[name]
+                if name == "chan":
+                    started = started or (seen["chan"] == len(chunk) and chunk[:1] == b"S")
+                    buf += chunk
+                    if record is None:
+                        record = _find_record(buf, nonce)
+                    if len(buf) > chan_cap and record is None:  # flood: keep only a tail that may hold a record
+                        del buf[: len(buf) - 8192]
+                elif len(buf) < cap:
+                    buf += chunk[: cap - len(buf)]
+            return True
+
+        try:
+            while sel.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                for key, _ in sel.select(timeout=min(remaining, 0.5)):
+                    if key.data == "stdin":
+                        if not write_ready():
+                            sel.unregister(stdin_fd)
+                            proc.stdin.close()
+                    elif not read_ready(key.fd, key.data):
+                        sel.unregister(key.fd)
+                if record is not None:
+                    break  # the harness os._exit()s right after writing it
+            if not timed_out:
+                # All pipes closed (or record received): wait for the exit without reaping, so that the
+                # process group id cannot be reused before _kill_group runs.
+                while not _has_exited(proc.pid):
+                    if time.monotonic() >= deadline:
+                        timed_out = record is None
+                        break
+                    time.sleep(0.002)
+            self._kill_group(proc)
+            for key in list(sel.get_map().values()):  # drain what the child wrote before dying
+                if key.data != "stdin":
+                    read_ready(key.fd, key.data)
+        finally:
+            sel.close()
+            if not proc.stdin.closed:
+                proc.stdin.close()
+        return {
+            "record": record,
+            "started": started,
+            "timed_out": timed_out and record is None,
+            "stdout": bytes(streams["stdout"]),
+            "stderr": bytes(streams["stderr"]),
+            "truncated": {k: seen[k] > cap for k in ("stdout", "stderr")},
+        }
+
+    def _interpret(self, out: dict, start: float) -> SandboxResult:
+        details: dict[str, Any] = {"pid": out["pid"]}
+        if any(out["truncated"].values()):
+            details["output_truncated"] = out["truncated"]
+        returncode = out["returncode"]
+        record = out["record"]
+        if record is not None:
+            status, info = record
+            details.update(info)
+            if status not in SANDBOX_STATUSES:
+                status, details["message"] = "sandbox_error", f"unknown status {status!r}"
+        elif out["timed_out"]:
+            status = "timeout"
+            details["limit"] = "wall_clock"
+        elif not out["started"]:
+            status = "sandbox_error"
+            details["message"] = "the harness did not start; see stderr"
+        elif returncode is not None and returncode < 0 and -returncode in (signal.SIGXCPU, signal.SIGKILL):
+            status = "timeout"
+            details["limit"] = "cpu_time"
+        elif b"MemoryError" in out["stderr"]:
+            status = "memory"
+        elif returncode is not None and returncode < 0:
+            status = "runtime_error"
+            details["signal"] = signal.Signals(-returncode).name if -returncode in _SIGNALS else -returncode
+        else:
+            # The interpreter ended without the harness's report: sys.exit/os._exit/atexit tricks.
+            status = "early_exit"
+        if status == "sandbox_error":
+            logger.warning("Sandbox error: %s; stderr: %s", details.get("message"), out["stderr"][-2000:])
+        return SandboxResult(
+            status=status,
+            stdout=out["stdout"].decode("utf-8", "replace"),
+            stderr=out["stderr"].decode("utf-8", "replace"),
+            returncode=returncode,
+            duration_s=time.monotonic() - start,
+            details=details,
+        )
+
+    @staticmethod
+    def _kill_group(proc: subprocess.Popen) -> None:
+        if proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # the group is already empty
+            except PermissionError as exc:  # cannot happen for our own child; make it visible if it does
+                logger.warning("Sandbox could not kill process group %d: %s", proc.pid, exc)
+            proc.wait()
+
+    def _cleanup(self, tmpdir: str) -> None:
+        def make_writable_and_retry(func, path, exc_info):
+            os.chmod(os.path.dirname(path), 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+            func(path)
+
+        try:
+            shutil.rmtree(tmpdir, onerror=make_writable_and_retry)
+        except OSError as exc:
+            self.cleanup_failures += 1
+            logger.warning("Sandbox could not remove its temporary directory %s: %s", tmpdir, exc)
+
+
+_SIGNALS = {s.value for s in signal.Signals}
+
+
+def _rewrite_asserts(tree):
+    """`assert t` -> `assert __rasft_truth__(t')`, where t' has `a <op> b` -> `__rasft_cmp__("<Op>", a, b)`.
+
+    The helpers (defined by the harness) refuse comparisons between a program-defined object and a
+    built-in value. Chained comparisons and `is` / `is not` (which cannot be overloaded) are left alone.
+    Self-contained: it is also shipped to the child when the child runs another interpreter.
+    """
+    import ast
+
+    class WrapCompares(ast.NodeTransformer):
+        def visit_Compare(self, node):
+            self.generic_visit(node)
+            if len(node.ops) != 1 or isinstance(node.ops[0], (ast.Is, ast.IsNot)):
+                return node
+            op = ast.Constant(type(node.ops[0]).__name__)
+            return ast.Call(ast.Name("__rasft_cmp__", ast.Load()), [op, node.left, node.comparators[0]], [])
+
+    class StrictAsserts(ast.NodeTransformer):
+        def visit_Assert(self, node):
+            node.test = ast.Call(ast.Name("__rasft_truth__", ast.Load()), [WrapCompares().visit(node.test)], [])
+            return node
+
+    return ast.fix_missing_locations(StrictAsserts().visit(tree))
+
+
+def _has_exited(pid: int) -> bool:
+    """True once `pid` has exited; does not reap it (the zombie keeps its process-group id reserved)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _find_record(buf: bytearray, nonce: bytes):
+    """Parse `nonce + b" " + repr((status, info)) + b"\\n"` out of the channel, or None if incomplete."""
+    at = buf.find(nonce + b" ")
+    if at < 0:
+        return None
+    end = buf.find(b"\n", at)
+    if end < 0:
+        return None
+    try:
+        value = ast.literal_eval(buf[at + len(nonce) + 1 : end].decode("utf-8", "replace"))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return ("sandbox_error", {"message": "malformed report"})
+    if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], dict)):
+        return ("sandbox_error", {"message": "malformed report"})
+    return value
+
+
+def _site_packages_dirs() -> list[str]:
+    dirs = []
+    for d in [*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]:
+        if d not in dirs and os.path.isdir(d):
+            dirs.append(d)
+    return dirs
+
+
+# The child runs `_BOOTSTRAP`: it reads the job (marshalled data) from stdin, then runs the harness, which
+# comes as a marshalled code object (same interpreter; compiling the harness would cost ~15 ms per run) or
+# as source. The harness gets a private copy of the builtins, so that a program patching the `builtins`
+# module cannot change what the harness calls. Nothing stays in `__main__`'s globals but `_b`.
+_BOOTSTRAP = """\
+def _b():
+    import builtins, marshal, os
+    chunks = []
+    while True:
+        chunk = os.read(0, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    job = marshal.loads(b"".join(chunks))
+    del chunks
+    harness = job.pop("harness")
+    code = marshal.loads(harness) if isinstance(harness, bytes) else compile(harness, "<rasft-harness>", "exec")
+    namespace = {"__builtins__": dict(builtins.__dict__), "__name__": "__rasft_harness__"}
+    exec(code, namespace)
+    namespace.pop("_harness_main")(job)
+_b()
+"""
+
+_HARNESS_SOURCE: str | None = None
+_HARNESS_CODE: bytes | None = None
+
+
+def _harness_source() -> str:
+    global _HARNESS_SOURCE
+    if _HARNESS_SOURCE is None:
+        _HARNESS_SOURCE = inspect.getsource(_rewrite_asserts) + "\n\n" + inspect.getsource(_harness_main)
+    return _HARNESS_SOURCE
+
+
+def _harness_code() -> bytes:
+    global _HARNESS_CODE
+    if _HARNESS_CODE is None:
+        _HARNESS_CODE = marshal.dumps(compile(_harness_source(), "<rasft-harness>", "exec", dont_inherit=True))
+    return _HARNESS_CODE
+
+
+# --------------------------------------------------------------------------------------------------
+# Everything below runs in the child, before and around the untrusted program. It must be
+# self-contained (it is shipped as source) and must not call anything the program can patch after the
+# program started: module functions are bound to locals first, builtins come from a private copy.
+# --------------------------------------------------------------------------------------------------
+
+
+def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
+    import _functools
+    import builtins
+    import marshal
+    import os
+    import resource
+    import sys
+
+    # ---- 0. stdin (from which the bootstrap read the job) becomes /dev/null
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_fd, 0)
+    os.close(null_fd)
+    sys.argv = [""]
+    nonce = job.pop("nonce").encode("ascii")
+    chan = job["channel_fd"]
+    tmpdir = job["tmpdir"]
+    module_name = job["module_name"]
+    entry_point = job["entry_point"]
+    sys.path.extend(job["site_dirs"])
+
+    # Everything used after the program starts is bound here.
+    write, exit_now, fstat, getcwd, readlink, fspath = os.write, os._exit, os.fstat, os.getcwd, os.readlink, os.fspath
+    gettrace, getprofile, settrace, setprofile = sys.gettrace, sys.getprofile, sys.settrace, sys.setprofile
+    exact_str = str.__str__
+    OrigAssertionError = AssertionError
+    stdout, stderr = sys.stdout, sys.stderr
+    chan_stat = fstat(chan)
+    chan_id = (chan_stat.st_dev, chan_stat.st_ino)
+    violations = []
+    tamper_notes = []
+    isolation = {"landlock_abi": 0, "network_namespace": False, "nproc_limit": None}
+
+    def text(value, limit=1500):
+        if not isinstance(value, str):
+            return "<not a string>"
+        value = exact_str(value)
+        return value if len(value) <= limit else value[:limit] + "...[truncated]"
+
+    def report(status, info):
+        """Write nonce + verdict to the channel and end the process at once (threads die with it)."""
+        for stream in (stdout, stderr):
+            try:
+                stream.flush()
+            except BaseException:  # a closed or broken pipe must not prevent the report
+                write(2, b"rasft-harness: could not flush an output stream\n")
+        info["isolation"] = isolation
+        if violations:
+            info["violations"] = violations[:20]
+        if tamper_notes:
+            info["tampering"] = tamper_notes[:20]
+        body = repr((status, info)).encode("utf-8", "backslashreplace")
+        if len(body) > 3500:  # pipe writes up to PIPE_BUF (4096) bytes are atomic
+            body = repr((status, {"isolation": isolation, "message": "report truncated"})).encode()
+        try:
+            st = fstat(chan)
+            if (st.st_dev, st.st_ino) == chan_id:  # the program may have closed and reused the fd
+                write(chan, nonce + b" " + body + b"\n")
+        finally:
+            exit_now(0)
+
+    # ---- 1. resource limits
+    def limit(res, soft, hard=None):
+        hard = soft if hard is None else hard
+        cur_hard = resource.getrlimit(res)[1]
+        if cur_hard != resource.RLIM_INFINITY:
+            hard = min(hard, cur_hard)
+            soft = min(soft, hard)
+        resource.setrlimit(res, (soft, hard))
+
+    limit(resource.RLIMIT_CPU, job["cpu_time_s"], job["cpu_time_s"] + 1)
+    limit(resource.RLIMIT_AS, job["memory_bytes"])
+    limit(resource.RLIMIT_FSIZE, job["max_file_bytes"])
+    limit(resource.RLIMIT_CORE, 0)
+    limit(resource.RLIMIT_NOFILE, job["max_open_files"])
+    linux = sys.platform.startswith("linux")
+    if linux and os.getuid() != 0:  # RLIMIT_NPROC counts every task of the user; not enforced for root
+        uid, tasks = os.getuid(), 0
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    if os.stat("/proc/" + name).st_uid == uid:
+                        tasks += len(os.listdir("/proc/" + name + "/task"))
+                except (FileNotFoundError, PermissionError, ProcessLookupError):
+                    continue  # the process ended while we counted, or is hidden from us
+        isolation["nproc_limit"] = tasks + job["max_processes"]
+        limit(resource.RLIMIT_NPROC, isolation["nproc_limit"])
+
+    # ---- 2. kernel isolation, best effort: network namespace, Landlock
+    if linux and (job["network_namespace"] or job["landlock"]):
+        import ctypes
+        import struct
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        if job["network_namespace"]:
+            clone_newnet, clone_newuser = 0x40000000, 0x10000000
+            if libc.unshare(clone_newnet) == 0:
+                isolation["network_namespace"] = True
+            else:
+                uid, gid = os.getuid(), os.getgid()
+                if libc.unshare(clone_newuser | clone_newnet) == 0:
+                    # Map our own ids into the new user namespace, or files cannot be created (EOVERFLOW).
+                    for path, line in (
+                        ("/proc/self/setgroups", "deny"),
+                        ("/proc/self/uid_map", f"{uid} {uid} 1"),
+                        ("/proc/self/gid_map", f"{gid} {gid} 1"),
+                    ):
+                        with open(path, "w") as fh:
+                            fh.write(line)
+                    isolation["network_namespace"] = True
+                    if isolation["nproc_limit"] is not None:
+                        # Tasks are now counted per user namespace: our own count starts at 1, so the limit
+                        # becomes exact for this run (the outer limit still applies to the outer count).
+                        isolation["nproc_limit"] = 1 + job["max_processes"]
+                        limit(resource.RLIMIT_NPROC, isolation["nproc_limit"])
+        if job["landlock"]:
+            abi = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(NULL, 0, VERSION)
+            if abi >= 1:
+                write_bits = 0
+                for bit in (
+                    (1, 4, 5, 6, 7, 8, 9, 10, 11, 12) + ((13,) if abi >= 2 else ()) + ((14,) if abi >= 3 else ())
+                ):
+                    write_bits |= 1 << bit  # WRITE_FILE, REMOVE_*, MAKE_*, REFER, TRUNCATE
+                handled_fs = write_bits | 1  # | EXECUTE, allowed nowhere: no execve
+                if abi >= 6:
+                    attr = struct.pack("=QQQ", handled_fs, 3, 3)  # deny TCP bind+connect; scope unix+signals
+                elif abi >= 4:
+                    attr = struct.pack("=QQ", handled_fs, 3)
+                else:
+                    attr = struct.pack("=Q", handled_fs)
+                ruleset = libc.syscall(444, ctypes.c_char_p(attr), len(attr), 0)
+                ok = ruleset >= 0
+                for path, bits in ((tmpdir, write_bits), (os.devnull, (1 << 1) | ((1 << 14) if abi >= 3 else 0))):
+                    if ok:
+                        pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                        rule = struct.pack("=Qi", bits, pfd)
+                        ok = libc.syscall(445, ruleset, 1, ctypes.c_char_p(rule), 0) == 0  # add_rule(PATH_BENEATH)
+                        os.close(pfd)
+                if ok and libc.prctl(38, 1, 0, 0, 0) == 0:  # PR_SET_NO_NEW_PRIVS
+                    ok = libc.syscall(446, ruleset, 0) == 0  # landlock_restrict_self
+                    if ok:
+                        isolation["landlock_abi"] = int(abi)
+                if ruleset >= 0:
+                    os.close(ruleset)
+        libc = None
+
+    # ---- 3. the trusted tests, analysed and compiled by the parent; pre-import their modules
+    def fail_tests(message):
+        report("test_error", {"message": text(message)})
+
+    meta = job["tests_meta"]
+    test_functions, test_classes, test_modules = meta["functions"], meta["classes"], meta["modules"]
+    defines_check, calls_check = meta["defines_check"], meta["calls_check"]
+    if job["tests_code"] is not None:  # same interpreter as the parent: a marshalled code object
+        tests_code = marshal.loads(job["tests_code"])
+    else:  # another interpreter: rewrite and compile here
+        import ast
+
+        tests_tree = ast.parse(job["tests_source"], "<tests>")
+        if job["strict_asserts"]:
+            tests_tree = _rewrite_asserts(tests_tree)
+        tests_code = compile(tests_tree, "<tests>", "exec", dont_inherit=True)
+    tests_lines = job["tests_source"].splitlines()
+
+    guarded = {}
+    for name in test_modules:
+        if name == module_name or name.startswith(module_name + "."):
+            continue
+        try:
+            __import__(name)
+        except ImportError as exc:
+            fail_tests(f"the tests import {name!r}, which is not available in the sandbox: {exc}")
+        guarded[name] = sys.modules[name]
+    guarded.pop("sys", None)  # programs legitimately touch sys (setrecursionlimit, stdout wrappers)
+    guarded_snapshot = {name: dict(mod.__dict__) for name, mod in guarded.items()}
+    if "exit" not in builtins.__dict__:  # -S skips site, which defines exit()/quit()
+        import _sitebuiltins
+
+        builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
+        builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
+    pristine_builtins = dict(builtins.__dict__)
+    real_builtins_dict = builtins.__dict__
+
+    # ---- 4. the audit hook (irremovable): processes, signals, network, writes outside tmpdir, introspection
+    import _posixsubprocess
+    import _signal  # `signal` copies its functions from `_signal` when it is imported
+
+    def refuse(event, detail=""):
+        violations.append(text(f"{event} {detail}".strip(), 300))
+        raise PermissionError(f"sandbox: {event} is not allowed")
+
+    settrace(None)
+    setprofile(None)
+    preloaded = frozenset(sys.modules)
+    root = tmpdir.rstrip("/") or "/"
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    af_unix = 1
+    writable_devices = ("/dev/null", "/dev/stdout", "/dev/stderr")
+
+    def absolute(path, dir_fd=None):
+        """Lexically normalised absolute path (no symlinks can exist in tmpdir: links are refused)."""
+        if isinstance(path, int):
+            try:
+                return readlink(f"/proc/self/fd/{path:d}")
+            except OSError:
+                return ""
+        if isinstance(path, bytes):
+            path = bytes.decode(path, "utf-8", "surrogateescape")
+        elif not isinstance(path, str):
+            path = fspath(path)
+            if isinstance(path, bytes):
+                path = bytes.decode(path, "utf-8", "surrogateescape")
+        path = exact_str(path)
+        if not path.startswith("/"):
+            if dir_fd is not None and dir_fd >= 0:
+                base = absolute(dir_fd)
+            else:
+                base = getcwd()
+            path = base + "/" + path
+        parts = []
+        for part in path.split("/"):
+            if part == "" or part == ".":
+                continue
+            if part == "..":
+                if parts:
+                    parts.pop()
+                continue
+            parts.append(part)
+        return "/" + "/".join(parts)
+
+    def inside(path, dir_fd=None):
+        p = absolute(path, dir_fd)
+        return p == root or p.startswith(root + "/")
+
+    def check_write(event, path, dir_fd=None):
+        if not inside(path, dir_fd):
+            refuse(event, absolute(path, dir_fd))
+
+    def on_open(args):
+        path, mode, flags = args[0], args[1], args[2]
+        if isinstance(path, int):
+            return  # wrapping an already-open descriptor
+        writing = (isinstance(mode, str) and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)) or (
+            isinstance(flags, int) and flags & write_flags
+        )
+        p = absolute(path)
+        if writing:
+            if p not in writable_devices and not (p == root or p.startswith(root + "/")):
+                refuse("open for writing", p)
+        elif p.startswith("/proc/"):
+            owner = p.split("/")[2]
+            if owner in ("self", "thread-self") or owner.isdigit():
+                refuse("open", p)  # /proc/self/mem, /proc/<pid>/... : the harness's memory and fds
+
+    def on_path(event, dir_fd_at):
+        def handler(args):
+            dir_fd = args[dir_fd_at] if dir_fd_at is not None and len(args) > dir_fd_at else None
+            check_write(event, args[0], dir_fd if isinstance(dir_fd, int) else None)
+
+        return handler
+
+    def on_two_paths(event):
+        def handler(args):
+            src_fd = args[2] if len(args) > 2 else None
+            dst_fd = args[3] if len(args) > 3 else None
+            check_write(event, args[0], src_fd)
+            check_write(event, args[1], dst_fd)
+
+        return handler
+
+    def on_refuse(event):
+        def handler(args):
+            refuse(event)
+
+        return handler
+
+    def on_socket_new(args):
+        if args[1] != af_unix:
+            refuse("socket", f"family {args[1]!r}")
+
+    def on_import(args):
+        if args[0] in preloaded:  # a module that was loaded before is being re-imported: sys.modules tampering
+            refuse("re-import", args[0])
+
+    def on_dlopen(args):
+        # ctypes stays importable (sympy needs it); a library the program wrote itself would run native code.
+        name = args[0]
+        if isinstance(name, bytes):
+            name = bytes.decode(name, "utf-8", "surrogateescape")
+        if isinstance(name, str) and "/" in name and inside(name):
+            refuse("ctypes.dlopen", name)
+
+    handlers = {"open": on_open, "import": on_import, "socket.__new__": on_socket_new, "ctypes.dlopen": on_dlopen}
+    # (event, position of its dir_fd argument) as raised by CPython 3.10-3.13
+    for event, dir_fd_at in (
+        ("os.remove", 1),
+        ("os.rmdir", 1),
+        ("os.mkdir", 2),
+        ("os.chmod", 2),
+        ("os.chown", 3),
+        ("os.utime", 3),
+        ("os.truncate", None),
+        ("os.setxattr", None),
+        ("os.removexattr", None),
+        ("os.mkfifo", 2),
+        ("os.mknod", 3),
+        ("os.chdir", None),
+        ("os.chflags", None),
+        ("os.lchflags", None),
+        ("shutil.rmtree", 1),
+    ):
+        handlers[event] = on_path(event, dir_fd_at)
+    for event in ("os.rename", "os.link"):
+        handlers[event] = on_two_paths(event)
+    for event in (
+        "os.symlink",
+        "os.fork",
+        "os.forkpty",
+        "os.posix_spawn",
+        "os.exec",
+        "os.system",
+        "os.spawn",
+        "os.kill",
+        "os.killpg",
+        "os.chroot",
+        "os.setns",
+        "os.unshare",
+        "signal.pthread_kill",
+        "subprocess.Popen",
+        "pty.spawn",
+        "sys.settrace",
+        "sys.setprofile",
+        "sys._current_frames",
+        "sys.addaudithook",
+        "sys.monitoring.register_callback",
+        "gc.get_objects",
+        "gc.get_referrers",
+        "gc.get_referents",
+        "resource.setrlimit",
+        "resource.prlimit",
+        "ctypes.dlsym",
+        "ctypes.dlsym/handle",
+        "ctypes.call_function",
+        "ctypes.cdata",
+        "ctypes.string_at",
+        "ctypes.wstring_at",
+    ):
+        handlers[event] = on_refuse(event)
+    handlers_get = handlers.get
+
+    def audit_hook(event, args):
+        handler = handlers_get(event)
+        if handler is not None:
+            handler(args)
+        elif event.startswith("socket."):
+            refuse(event)  # connect, bind, sendto, sendmsg, name resolution
+
+    def refuse_stub(name):
+        # A C-level callable that raises the audit event `name` (refused below). Not a Python function:
+        # its __globals__ would hand the program the harness's private builtins.
+        handlers[name] = on_refuse(name)
+        return _functools.partial(sys.audit, name)
+
+    # Process creation and signalling that do not raise audit events of their own.
+    _posixsubprocess.fork_exec = refuse_stub("_posixsubprocess.fork_exec")
+    holders = [(os, "pidfd_open"), (_signal, "pidfd_send_signal")]
+    if "signal" in sys.modules:
+        holders.append((sys.modules["signal"], "pidfd_send_signal"))
+    for holder, attr in holders:
+        if hasattr(holder, attr):
+            setattr(holder, attr, refuse_stub(f"{holder.__name__}.{attr}"))
+    sys.addaudithook(audit_hook)
+
+    # ---- 5. strict-assert helpers
+    plain_scalars = (int, float, complex, str, bytes, bool, type(None))
+    compare_dunders = (
+        "__eq__",
+        "__ne__",
+        "__lt__",
+        "__le__",
+        "__gt__",
+        "__ge__",
+        "__contains__",
+        "__bool__",
+        "__len__",
+    )
+    compare_ops = {
+        "Eq": lambda a, b: a == b,
+        "NotEq": lambda a, b: a != b,
+        "Lt": lambda a, b: a < b,
+        "LtE": lambda a, b: a <= b,
+        "Gt": lambda a, b: a > b,
+        "GtE": lambda a, b: a >= b,
+        "In": lambda a, b: a in b,
+        "NotIn": lambda a, b: a not in b,
+    }
+    program_globals = [None]
+
+    def program_defined(obj):
+        for klass in type(obj).__mro__:
+            namespace = klass.__dict__
+            for dunder in compare_dunders:
+                fn = namespace.get(dunder)
+                if fn is None:
+                    continue
+                fn = getattr(fn, "__func__", fn)  # staticmethod / classmethod
+                if getattr(fn, "__globals__", None) is program_globals[0]:
+                    return True
+        return False
+
+    def tainted(obj):
+        stack, seen = [obj], 0
+        while stack and seen < 10000:
+            x = stack.pop()
+            seen += 1
+            if type(x) in plain_scalars:
+                continue
+            if program_defined(x):
+                return True
+            if isinstance(x, dict):
+                stack.extend(dict.keys(x))
+                stack.extend(dict.values(x))
+            elif isinstance(x, list):
+                stack.extend(list.__iter__(x))
+            elif isinstance(x, tuple):
+                stack.extend(tuple.__iter__(x))
+            elif isinstance(x, frozenset):
+                stack.extend(frozenset.__iter__(x))
+            elif isinstance(x, set):
+                stack.extend(set.__iter__(x))
+        return False
+
+    def strict_compare(op, a, b):
+        if tainted(a) != tainted(b):
+            note = (
+                "assert compares a value of a class whose comparison is defined by the program with a built-in value"
+            )
+            tamper_notes.append(note)
+            raise OrigAssertionError("sandbox: " + note)
+        return compare_ops[op](a, b)
+
+    def strict_truth(value):
+        if type(value) is not bool and program_defined(value):
+            note = "assert tests the truth of an object whose __bool__/__len__ is defined by the program"
+            tamper_notes.append(note)
+            raise OrigAssertionError("sandbox: " + note)
+        return value
+
+    # ---- 6. run the program as module `solution`
+    def where(exc, filename):
+        """Line of `filename` where `exc` was raised (innermost), with its source when known."""
+        tb, line = exc.__traceback__, None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == filename:
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        info = {}
+        if line is not None:
+            info["line"] = line
+            if filename == "<tests>" and 0 < line <= len(tests_lines):
+                info["test"] = text(tests_lines[line - 1].strip(), 300)
+        return info
+
+    def describe(exc, filename):
+        info = where(exc, filename)
+        info["exception"] = text(type(exc).__name__, 100)
+        try:
+            if isinstance(exc, SyntaxError):
+                info["message"] = text(f"{exc.msg} (line {exc.lineno})", 500)
+            else:
+                info["message"] = text(BaseException.__str__(exc), 500)
+        except BaseException:  # a program-defined __str__ may raise anything; the verdict is already known
+            info["message"] = "<unprintable>"
+        return info
+
+    def classify(exc, phase):
+        if isinstance(exc, SystemExit):
+            return "early_exit"
+        if isinstance(exc, MemoryError):
+            return "memory"
+        if phase == "tests" and isinstance(exc, OrigAssertionError):
+            return "assertion_failed"
+        return "runtime_error"
+
+    def finish(status, info):
+        if violations:
+            status = "sandbox_violation"
+        elif tamper_notes:
+            status = "tampered"
+        report(status, info)
+
+    def check_untampered():
+        for key, value in pristine_builtins.items():
+            if real_builtins_dict.get(key, pristine_builtins) is not value:
+                tamper_notes.append(text(f"builtins.{key} was changed by the program", 200))
+        for name, snapshot in guarded_snapshot.items():
+            mod = guarded[name]
+            if sys.modules.get(name) is not mod:
+                tamper_notes.append(text(f"sys.modules[{name!r}] was replaced by the program", 200))
+                continue
+            current = mod.__dict__
+            for key, value in snapshot.items():
+                if current.get(key, snapshot) is not value:
+                    tamper_notes.append(text(f"{name}.{key} was changed by the program", 200))
+        if gettrace() is not None or getprofile() is not None:
+            tamper_notes.append("a trace or profile function is installed")
+
+    module = type(sys)(module_name)
+    module.__dict__["__builtins__"] = builtins
+    sys.modules[module_name] = module
+    program_globals[0] = module.__dict__
+    write(chan, b"S")  # the program starts now (a harness that dies before this is a sandbox error)
+    try:
+        program_code = compile(job.pop("program"), "<solution>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        finish("syntax_error", describe(exc, "<solution>"))
+    except BaseException as exc:  # MemoryError / RecursionError in the compiler
+        finish(classify(exc, "program"), describe(exc, "<solution>"))
+    try:
+        exec(program_code, module.__dict__)
+    except BaseException as exc:
+        info = describe(exc, "<solution>")
+        info["phase"] = "program"
+        finish(classify(exc, "program"), info)
+    check_untampered()
+    if tamper_notes or violations:
+        finish("tampered", {"phase": "program"})
+    if entry_point is not None and entry_point not in module.__dict__:
+        finish("missing_entry_point", {"message": text(f"the program does not define {entry_point!r}")})
+
+    # ---- 7. the tests, in their own namespace with pristine builtins
+    namespace = dict(module.__dict__)
+    namespace.update(
+        {
+            "__builtins__": dict(pristine_builtins),
+            "__name__": "__rasft_tests__",
+            "__rasft_cmp__": strict_compare,
+            "__rasft_truth__": strict_truth,
+        }
+    )
+    current = "<module>"
+
+    def parameter_sets(fn):
+        """pytest.mark.parametrize expanded to keyword-argument dicts (cartesian product)."""
+        sets = [{}]
+        for mark in getattr(fn, "pytestmark", ()):
+            if getattr(mark, "name", None) != "parametrize":
+                continue
+            names, values = mark.args[0], mark.args[1]
+            if isinstance(names, str):
+                names = [n.strip() for n in names.split(",") if n.strip()]
+            expanded = []
+            for params in sets:
+                for value in values:
+                    if type(value).__name__ == "ParameterSet":
+                        value = value.values
+                    elif len(names) == 1:
+                        value = (value,)
+                    expanded.append({**params, **dict(zip(names, value))})
+            sets = expanded
+        return sets
+
+    def call_test(target, label):
+        """Call a test function or bound method once per parameter set; fixtures are not supported."""
+        nonlocal current
+        current = label
+        fn = getattr(target, "__func__", target)
+        code = fn.__code__
+        skip = 1 if fn is not target else 0
+        required = code.co_varnames[skip : code.co_argcount - len(fn.__defaults__ or ())]
+        for kwargs in parameter_sets(fn):
+            missing = [name for name in required if name not in kwargs]
+            if missing:
+                fail_tests(f"{label} needs pytest fixtures {missing}, which the sandbox does not provide")
+            target(**kwargs)
+
+    try:
+        exec(tests_code, namespace)
+        for name in test_functions:
+            if callable(namespace.get(name)):
+                call_test(namespace[name], name)
+        for name in test_classes:
+            cls = namespace.get(name)
+            if isinstance(cls, type):
+                for attr in list(vars(cls)):
+                    if attr.startswith("test") and callable(getattr(cls, attr)):
+                        instance = cls()
+                        method = getattr(instance, attr)
+                        if hasattr(instance, "setup_method"):
+                            instance.setup_method(method)
+                        call_test(method, f"{name}.{attr}")
+                        if hasattr(instance, "teardown_method"):
+                            instance.teardown_method(method)
+        if entry_point is not None and defines_check and not calls_check and callable(namespace.get("check")):
+            current = f"check({entry_point})"
+            namespace["check"](namespace[entry_point])
+    except BaseException as exc:
+        info = describe(exc, "<tests>")
+        info["phase"] = "tests"
+        info["test_name"] = current
+        finish(classify(exc, "tests"), info)
+    if gettrace() is not None or getprofile() is not None:
+        tamper_notes.append("a trace or profile function is installed")
+    finish("passed", {})
