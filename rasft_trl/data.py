@@ -85,6 +85,7 @@ class Trajectory:
     is_expert: bool
     solvability: float = 0.0
     example_index: int = -1  # dataset row of the problem (used to cache expert reference log-probs)
+    num_incorrect: int = 0  # verified-incorrect rollouts of the problem (group_advantage weighting)
 
 
 def truncate_completion(prompt_ids: list[int], completion_ids: list[int], max_length: int) -> list[int]:
@@ -137,6 +138,7 @@ def assemble_pools(
     experts: list[Trajectory],
     correct_rollouts: dict[int, list[list[int]]],
     solvabilities: dict[int, float],
+    num_incorrect: dict[int, int] | None = None,
 ) -> list[list[Trajectory]]:
     """Candidate pool of each problem: its expert demonstration followed by its correct rollouts (method section 3).
 
@@ -144,6 +146,7 @@ def assemble_pools(
         experts: one expert trajectory per problem; `group_id` identifies the problem.
         correct_rollouts: group id -> completion ids of the rollouts the verifier accepted.
         solvabilities: group id -> solvability `s(x)` (problems without rollouts are absent: `s` is unused then).
+        num_incorrect: group id -> verified-incorrect rollouts (only read by the group-advantage weighting).
 
     Returns:
         One list per problem, expert first.
@@ -151,9 +154,10 @@ def assemble_pools(
     pools = []
     for expert in experts:
         s = solvabilities.get(expert.group_id, 0.0)
-        expert.solvability = s
+        wrong = (num_incorrect or {}).get(expert.group_id, 0)
+        expert.solvability, expert.num_incorrect = s, wrong
         pool = [expert]
         for completion in correct_rollouts.get(expert.group_id, []):
-            pool.append(Trajectory(expert.prompt_ids, completion, expert.group_id, False, s, expert.example_index))
+            pool.append(Trajectory(expert.prompt_ids, completion, expert.group_id, False, s, expert.example_index, wrong))
         pools.append(pool)
     return pools

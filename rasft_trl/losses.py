@@ -251,3 +251,47 @@ def kl_penalty(
 def kept_token_mask(per_token_logps: torch.Tensor, mask: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
     """ProFiT's probability-guided selection: target tokens with `p_t >= threshold`. [N, T] -> [N, T] long."""
     return ((per_token_logps.detach().exp() >= threshold) & mask.bool()).long()
+
+
+def group_advantage_coefficients(
+    group_ids: torch.Tensor,
+    is_expert: torch.Tensor,
+    solvability: torch.Tensor,
+    num_incorrect: torch.Tensor,
+    w_min: float = 1.0,
+    w_max: float = 3.0,
+    tanh_scale: float = 0.4,
+    max_incorrect: int = 3,
+    rollout_clip: tuple[float, float] = (0.02, 0.15),
+    rollout_scale: float = 0.25,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Trajectory coefficients of the reference implementation (`pool_weighting="group_advantage"`, section 3).
+
+    Per problem with `c >= 1` correct rollouts: rewards `r = [w_E, 1 (x c), 0 (x min(#incorrect, max_incorrect))]`,
+    `a = tanh(tanh_scale * z(r)) / (1 + c)` with `z` the z-score over the group (population std + `eps`); the expert
+    gets `a_E`, each correct rollout `rollout_scale * clip(a_R, *rollout_clip)`. A problem without a correct
+    rollout keeps `alpha_E = 1`. Coefficients do not sum to 1.
+
+    Args:
+        group_ids, is_expert, solvability: as in [`pool_coefficients`] ([N]).
+        num_incorrect: [N] number of verified-incorrect rollouts of the row's problem.
+
+    Returns:
+        [N] coefficients, no gradient.
+    """
+    coef = torch.ones(group_ids.shape, dtype=torch.float32)
+    for group in torch.unique(group_ids).tolist():
+        rows = (group_ids == group).nonzero().flatten()
+        expert_rows = rows[is_expert[rows]]
+        correct = len(rows) - len(expert_rows)
+        if correct == 0:
+            continue
+        w_expert = float(expert_weight(solvability[expert_rows[0]].float(), w_min, w_max))
+        incorrect = min(int(num_incorrect[expert_rows[0]]), max_incorrect)
+        rewards = torch.tensor([w_expert] + [1.0] * correct + [0.0] * incorrect)
+        z = (rewards - rewards.mean()) / (rewards.std(unbiased=False) + eps)
+        advantages = torch.tanh(tanh_scale * z) / (1 + correct)
+        coef[expert_rows] = advantages[0]
+        coef[rows[~is_expert[rows]]] = rollout_scale * advantages[1].clamp(*rollout_clip)
+    return coef

@@ -87,6 +87,37 @@ class RASFTConfig(_BaseConfig):
         w_rollout (`float`, *optional*, defaults to `1.0`):
             Weight of each correct rollout in the pool before normalization.
 
+        pool_weighting (`str`, *optional*, defaults to `"paper"`):
+            `"paper"`: normalized pool coefficients `alpha_k = w_k / sum_j w_j`. `"group_advantage"`: the reference
+            implementation's weighting (z-scored rewards `[w_E, 1 per correct, 0 per incorrect]`, `tanh`, scaled by
+            `1 / (1 + #correct)`, rollout values clipped and scaled); see `group_adv_*`.
+        group_adv_tanh_scale (`float`, *optional*, defaults to `0.4`):
+            Scale inside `tanh(scale * z)` (group_advantage).
+        group_adv_max_incorrect (`int`, *optional*, defaults to `3`):
+            Incorrect rollouts entering the reward group at most (group_advantage).
+        group_adv_rollout_clip_low (`float`, *optional*, defaults to `0.02`):
+            Lower clip of a correct rollout's value (group_advantage).
+        group_adv_rollout_clip_high (`float`, *optional*, defaults to `0.15`):
+            Upper clip of a correct rollout's value (group_advantage).
+        group_adv_rollout_scale (`float`, *optional*, defaults to `0.25`):
+            Factor applied to a correct rollout's clipped value (group_advantage).
+
+        > Optional rollout filters of the reference implementation (applied before verification, counted as
+        `filters/<name>`; a dropped rollout counts as not correct)
+
+        filter_near_duplicate_threshold (`float`, *optional*):
+            Drop a rollout whose word-3-gram Jaccard similarity with an earlier rollout of the same problem is at
+            least this (reference: 0.82). `None`: off.
+        filter_loop_repeat_fraction (`float`, *optional*):
+            Drop a rollout in which this share of word n-grams repeats an earlier one (a loop). `None`: off.
+        filter_loop_ngram_size (`int`, *optional*, defaults to `4`):
+            n of the loop filter.
+        filter_min_rollout_tokens (`int`, *optional*, defaults to `0`):
+            Drop rollouts shorter than this many tokens. `0`: off.
+        filter_shortcut_min_chars (`int`, *optional*):
+            Drop "shortcut" rollouts with fewer than this many non-space characters before the first `\boxed`.
+            `None`: off.
+
         > Parameters that control the loss (paper sections 3.4-3.5)
 
         ratio_clip_low (`float`, *optional*, defaults to `0.4`):
@@ -197,6 +228,26 @@ class RASFTConfig(_BaseConfig):
     w_max: float = field(default=3.0, metadata={"help": "Expert weight at solvability 0."})
     w_rollout: float = field(default=1.0, metadata={"help": "Weight of each correct rollout."})
 
+    pool_weighting: str = field(default="paper", metadata={"help": "paper or group_advantage."})
+    group_adv_tanh_scale: float = field(default=0.4, metadata={"help": "group_advantage: tanh scale."})
+    group_adv_max_incorrect: int = field(default=3, metadata={"help": "group_advantage: max incorrect in group."})
+    group_adv_rollout_clip_low: float = field(default=0.02, metadata={"help": "group_advantage: rollout clip low."})
+    group_adv_rollout_clip_high: float = field(default=0.15, metadata={"help": "group_advantage: rollout clip high."})
+    group_adv_rollout_scale: float = field(default=0.25, metadata={"help": "group_advantage: rollout scale."})
+
+    # Rollout filters
+    filter_near_duplicate_threshold: float | None = field(
+        default=None, metadata={"help": "Near-duplicate filter: word-3-gram Jaccard threshold (reference 0.82)."}
+    )
+    filter_loop_repeat_fraction: float | None = field(
+        default=None, metadata={"help": "Loop filter: share of repeated word n-grams."}
+    )
+    filter_loop_ngram_size: int = field(default=4, metadata={"help": "Loop filter: n-gram size."})
+    filter_min_rollout_tokens: int = field(default=0, metadata={"help": "Drop rollouts shorter than this."})
+    filter_shortcut_min_chars: int | None = field(
+        default=None, metadata={"help": "Shortcut filter: min reasoning characters before the first box."}
+    )
+
     # Loss
     ratio_clip_low: float = field(default=0.4, metadata={"help": "Lower clip of the inverse ratio (paper: 0.4)."})
     ratio_clip_high: float = field(
@@ -269,6 +320,22 @@ class RASFTConfig(_BaseConfig):
             self.profit_normalization in ("all", "kept"),
             f"profit_normalization must be 'all' or 'kept', got {self.profit_normalization!r}.",
         )
+        require(
+            self.pool_weighting in ("paper", "group_advantage"),
+            f"pool_weighting must be 'paper' or 'group_advantage', got {self.pool_weighting!r}.",
+        )
+        require(
+            0 <= self.group_adv_rollout_clip_low <= self.group_adv_rollout_clip_high,
+            f"need 0 <= group_adv_rollout_clip_low <= group_adv_rollout_clip_high, got "
+            f"({self.group_adv_rollout_clip_low}, {self.group_adv_rollout_clip_high}).",
+        )
+        require(self.group_adv_max_incorrect >= 0, f"group_adv_max_incorrect must be >= 0, got "
+                f"{self.group_adv_max_incorrect}.")
+        for name in ("filter_near_duplicate_threshold", "filter_loop_repeat_fraction"):
+            value = getattr(self, name)
+            require(value is None or 0 < value <= 1, f"{name} must be None or in (0, 1], got {value}.")
+        require(self.filter_min_rollout_tokens >= 0, f"filter_min_rollout_tokens must be >= 0, got "
+                f"{self.filter_min_rollout_tokens}.")
         require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}.")
         require(self.kl_chunk_size >= 1, f"kl_chunk_size must be >= 1, got {self.kl_chunk_size}.")
         require(

@@ -42,6 +42,7 @@ from .data import (
     validate_columns,
     validate_rows,
 )
+from .filters import filter_rollouts
 from .generation.base import GenerationBackend, SamplingSettings
 from .rasft_config import RASFTConfig
 from .verifiers.base import get_verifier
@@ -225,21 +226,13 @@ class RASFTTrainer(_BaseTrainer):
             )
             for g, row in enumerate(rows)
         ]
-        correct, solv = {}, {}
+        correct, solv, wrong = {}, {}, {}
         if args.use_rollouts:
             selected = self._route(experts)
-            correct, solv = self._rollouts(rows, experts, selected)
-        pools = assemble_pools(experts, correct, solv)
+            correct, solv, wrong = self._rollouts(rows, experts, selected)
+        pools = assemble_pools(experts, correct, solv, wrong)
         flat = [t for pool in pools for t in pool]
-        coefficients = losses.pool_coefficients(
-            torch.tensor([t.group_id for t in flat]),
-            torch.tensor([t.is_expert for t in flat]),
-            torch.tensor([t.solvability for t in flat]),
-            args.w_min,
-            args.w_max,
-            args.w_rollout,
-            adaptive=args.adaptive_weights,
-        )  # [N]: each pool sums to 1
+        coefficients = self._coefficients(flat)  # [N]
         micro = [[] for _ in raw_batches]
         micro_coef = [[] for _ in raw_batches]
         offset = 0
@@ -274,6 +267,22 @@ class RASFTTrainer(_BaseTrainer):
                 batch["token_mask"] = batch["completion_mask"].clone()
         self._counters["profit/fallback_steps"] += int(fallback)
         self._metrics["profit/kept_frac"].append(kept_total / max(all_total, 1))
+
+    def _coefficients(self, flat: list[Trajectory]) -> torch.Tensor:
+        """Trajectory coefficients of all pools of the step (section 3). -> [N]"""
+        args = self.args
+        group_ids = torch.tensor([t.group_id for t in flat])
+        is_expert = torch.tensor([t.is_expert for t in flat])
+        solvability = torch.tensor([t.solvability for t in flat])
+        if args.pool_weighting == "group_advantage":
+            return losses.group_advantage_coefficients(
+                group_ids, is_expert, solvability, torch.tensor([t.num_incorrect for t in flat]), args.w_min,
+                args.w_max, args.group_adv_tanh_scale, args.group_adv_max_incorrect,
+                (args.group_adv_rollout_clip_low, args.group_adv_rollout_clip_high), args.group_adv_rollout_scale,
+            )
+        return losses.pool_coefficients(
+            group_ids, is_expert, solvability, args.w_min, args.w_max, args.w_rollout, adaptive=args.adaptive_weights
+        )  # each pool sums to 1
 
     def _route(self, experts: list[Trajectory]) -> torch.Tensor:
         """Expert-loss window: which problems of this step get rollouts ([P] bool)."""
@@ -331,8 +340,10 @@ class RASFTTrainer(_BaseTrainer):
 
     def _rollouts(
         self, rows: list[dict], experts: list[Trajectory], selected: torch.Tensor
-    ) -> tuple[dict[int, list[list[int]]], dict[int, float]]:
-        """Draw K rollouts per selected problem, verify them, keep the correct ones (never the incorrect)."""
+    ) -> tuple[dict[int, list[list[int]]], dict[int, float], dict[int, int]]:
+        """Draw K rollouts per selected problem, filter and verify them, keep the correct ones (never the incorrect).
+
+        Returns group id -> correct completions, -> solvability, -> number of verified-incorrect rollouts."""
         args, K = self.args, self.args.num_rollouts
         if self.state.global_step != self._synced_step:
             self.generation_backend.sync_weights()
@@ -341,14 +352,21 @@ class RASFTTrainer(_BaseTrainer):
         start = time.perf_counter()
         completions = self.generation_backend.generate([experts[i].prompt_ids for i in chosen], K)
         self._counters["time/generation"] += time.perf_counter() - start
-        rewards = self._verify([rows[i] for i in chosen for _ in range(K)], completions)
-        judged = [r is not None for r in rewards]
+        # (`batch_decode([])` returns `[""]`, not `[]`)
+        texts = self.processing_class.batch_decode(completions, skip_special_tokens=True) if completions else []
+        dropped = self._filter(texts, completions, K)
+        keep = [i for i, reason in enumerate(dropped) if reason is None]
+        rewards = [None] * len(completions)
+        for i, reward in zip(keep, self._verify([rows[chosen[i // K]] for i in keep], [texts[i] for i in keep],
+                                                [completions[i] for i in keep])):
+            rewards[i] = reward
         is_correct = torch.tensor([r is not None and r >= args.correct_threshold for r in rewards], dtype=torch.bool)
         is_correct = is_correct.view(len(chosen), K) if chosen else torch.zeros(0, K, dtype=torch.bool)
         s = losses.solvability(is_correct)  # [n_selected]
-        correct, solvabilities, too_long = {}, {}, 0
+        correct, solvabilities, wrong, too_long = {}, {}, {}, 0
         for j, g in enumerate(chosen):
             solvabilities[g] = float(s[j])
+            wrong[g] = sum(rewards[j * K + k] is not None and not is_correct[j, k] for k in range(K))
             kept = []
             for k in range(K):
                 ids = completions[j * K + k]
@@ -359,8 +377,9 @@ class RASFTTrainer(_BaseTrainer):
                     continue
                 kept.append(ids)
             correct[g] = kept
-        stats = self._global_sum([len(chosen), len(completions), int(is_correct.sum()), len(judged) - sum(judged),
-                                  too_long, float(s.sum())])
+        unjudged = sum(rewards[i] is None for i in keep)
+        stats = self._global_sum([len(chosen), len(completions), int(is_correct.sum()), unjudged, too_long,
+                                  float(s.sum())])
         self._metrics["rollouts/problems"].append(stats[0])
         self._metrics["rollouts/drawn"].append(stats[1])
         if stats[1]:
@@ -368,12 +387,31 @@ class RASFTTrainer(_BaseTrainer):
             self._metrics["pool/mean_solvability"].append(stats[5] / stats[0])
         self._counters["rollouts/unjudged"] += stats[3]
         self._counters["rollouts/correct_too_long"] += stats[4]
-        return correct, solvabilities
+        return correct, solvabilities, wrong
 
-    def _verify(self, rows: list[dict], completions: list[list[int]]) -> list[float | None]:
+    def _filter(self, texts: list[str], completions: list[list[int]], K: int) -> list[str | None]:
+        """Optional reference-implementation filters, per problem; counts every drop as `filters/<reason>`."""
+        args = self.args
+        reasons: list[str | None] = []
+        for start in range(0, len(texts), K):
+            reasons += filter_rollouts(
+                texts[start : start + K],
+                [len(ids) for ids in completions[start : start + K]],
+                args.filter_near_duplicate_threshold,
+                args.filter_loop_ngram_size,
+                args.filter_loop_repeat_fraction,
+                args.filter_min_rollout_tokens,
+                args.filter_shortcut_min_chars,
+            )
+        names = ("near_duplicate", "loop", "too_short", "shortcut")
+        counts = self._global_sum([reasons.count(name) for name in names])
+        for name, count in zip(names, counts):
+            self._counters[f"filters/{name}"] += count
+        return reasons
+
+    def _verify(self, rows: list[dict], texts: list[str], completions: list[list[int]]) -> list[float | None]:
         if not completions:
             return []
-        texts = self.processing_class.batch_decode(completions, skip_special_tokens=True)
         columns = {k: [row[k] for row in rows] for k in rows[0] if k not in ("prompt_ids", "completion_ids")}
         prompts = columns.pop(self.args.prompt_column)
         rewards = self.verifier(prompts=prompts, completions=texts, completion_ids=completions, **columns)

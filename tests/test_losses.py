@@ -166,3 +166,22 @@ def test_chunked_reverse_kl_is_zero_for_identical_models():
     weight = torch.randn(9, 6)
     kl = losses.chunked_reverse_kl(hidden, hidden, weight, weight, torch.ones(1, 4))
     assert torch.allclose(kl, torch.zeros(1, 4), atol=1e-6)
+
+
+def test_group_advantage_coefficients_hand_derived():
+    # one problem, s = 1/3 (1 of 3 correct), 2 incorrect: w_E = 3 - (1/3) * 2 = 7/3
+    # rewards [7/3, 1, 0, 0]: mean 0.83333, deviations [1.5, 0.16667, -0.83333, -0.83333],
+    # population std sqrt(3.66667 / 4) = 0.95743; z = [1.56670, 0.17408, -0.87039, -0.87039]
+    # tanh(0.4 z) = [0.55576, 0.06952, ...]; / (1 + 1): expert 0.27788, rollout 0.03476
+    # rollout: clip to [0.02, 0.15] -> 0.03476, * 0.25 = 0.008690
+    # second problem: no correct rollout -> expert 1
+    group = torch.tensor([0, 0, 1])
+    is_expert = torch.tensor([True, False, True])
+    s = torch.tensor([1 / 3, 1 / 3, 0.0])
+    wrong = torch.tensor([2, 2, 3])
+    coef = losses.group_advantage_coefficients(group, is_expert, s, wrong)
+    assert coef.tolist() == pytest.approx([0.27788, 0.008690, 1.0], abs=1e-5)
+    # many incorrect rollouts are capped at 3 in the group
+    capped = losses.group_advantage_coefficients(group, is_expert, s, torch.tensor([9, 9, 3]))
+    three = losses.group_advantage_coefficients(group, is_expert, s, torch.tensor([3, 3, 3]))
+    assert torch.allclose(capped, three)

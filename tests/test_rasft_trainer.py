@@ -233,3 +233,90 @@ def test_bad_input_is_rejected_before_training(tmp_path, tiny_model_dir, mutate,
     mutate(data)
     with pytest.raises(ValueError, match=message):
         RASFTTrainer(tiny_model_dir, make_args(tmp_path), Dataset.from_dict(data), verifier="math")
+
+
+# Ablations (Table 2 blocks 1-3), transfer variants (block 4) and the reference-implementation weighting, on the
+# fixed batch of test_pools_coefficients_and_loss_match_the_spec (s = 2/3, 0, 1, 1/3). The policy is moved away
+# from the reference so that the ratio is not 1.
+S = [2 / 3, 0.0, 1.0, 1 / 3]
+VARIANTS = {
+    # w/o adaptivity: every pool member weighs the same -> 1/3 x3, 1, 1/4 x4, 1/2 x2
+    "no_adaptivity": (dict(adaptive_weights=False), [1 / 3] * 3 + [1.0] + [0.25] * 4 + [0.5] * 2),
+    # w/o rollouts: expert only, fixed weight 1
+    "no_rollouts": (dict(use_rollouts=False), [1.0] * 4),
+    # w/o ratio: the paper's coefficients, rho = 1
+    "no_ratio": (dict(use_ratio=False), [5 / 11, 3 / 11, 3 / 11, 1.0, 0.25, 0.25, 0.25, 0.25, 0.7, 0.3]),
+    "full": (dict(), [5 / 11, 3 / 11, 3 / 11, 1.0, 0.25, 0.25, 0.25, 0.25, 0.7, 0.3]),
+    "factor_sft": (dict(token_factor="sft"), [5 / 11, 3 / 11, 3 / 11, 1.0, 0.25, 0.25, 0.25, 0.25, 0.7, 0.3]),
+    "factor_profit": (dict(token_factor="profit", profit_threshold=0.004),
+                      [5 / 11, 3 / 11, 3 / 11, 1.0, 0.25, 0.25, 0.25, 0.25, 0.7, 0.3]),
+    "group_advantage": (dict(pool_weighting="group_advantage"), None),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_ablations_and_variants_change_the_loss_as_the_spec_says(tmp_path, tiny_model_dir, variant):
+    from rasft_trl import losses
+
+    overrides, expected_coef = VARIANTS[variant]
+    pattern = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, None]
+    args = make_args(tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=1, max_steps=1, **overrides)
+    trainer = RASFTTrainer(tiny_model_dir, args, Dataset.from_dict(math_rows(4)), verifier=PatternVerifier(pattern))
+    trainer.state.max_steps = 1
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for param in trainer.model.parameters():
+            param.add_(0.02 * torch.randn_like(param))
+    # the expert-loss window is calibrated on the initial policy; routing must still select all four problems
+    trainer._calibration = __import__("rasft_trl").curriculum.WindowCalibration((0.0, 1e9), (0.0, 1e9), 1e9, 4)
+    batches, num_items = trainer._build_step([[trainer.train_dataset[i] for i in range(4)]])
+    batch = batches[0]
+    if expected_coef is None:  # group_advantage: hand-derived per problem
+        # p0: w_E = 5/3, rewards [5/3, 1, 1, 0]; p1: no correct -> 1; p2: w_E = 1, rewards [1, 1, 1, 1] -> z = 0;
+        # p3: w_E = 7/3, rewards [7/3, 1, 0] (the None reward is neither correct nor incorrect)
+        expected_coef = losses.group_advantage_coefficients(
+            torch.tensor([0, 0, 0, 1, 2, 2, 2, 2, 3, 3]), batch["is_expert"],
+            torch.tensor([S[0]] * 3 + [S[1]] + [S[2]] * 4 + [S[3]] * 2), torch.tensor([1] * 3 + [3] + [0] * 4 + [1] * 2),
+        ).tolist()
+        assert expected_coef[4:8] == pytest.approx([0.0, 0.25 * 0.02, 0.25 * 0.02, 0.25 * 0.02])  # tanh(0) = 0
+        # p0: mean 0.91667, population std sqrt(1.41667 / 4) = 0.59512, z_E = 0.75 / 0.59512 = 1.26025,
+        # tanh(0.4 * 1.26025) = 0.46534, / (1 + 2) = 0.15511
+        assert expected_coef[0] == pytest.approx(0.15511, abs=1e-4)
+    assert batch["seq_coef"].tolist() == pytest.approx(expected_coef, abs=1e-6)
+
+    logp = full_logps(trainer.model, batch)
+    ref = full_logps(reference, batch)
+    mask = batch["completion_mask"].float()
+    p = logp.exp()
+    factor = {"dft": p, "sft": torch.ones_like(p), "profit": (p >= 0.004).float()}[args.token_factor]
+    if args.use_ratio:
+        rho = torch.exp(((ref - logp) * mask).sum(1) / mask.sum(1)).clamp(0.4, 1.1)  # [N]
+        assert not torch.allclose(rho, torch.ones_like(rho))  # the ratio really acts on this batch
+    else:
+        rho = torch.ones(len(mask))
+    expected = -(batch["seq_coef"][:, None] * factor * rho[:, None] * logp * mask).sum() / num_items
+    loss = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_items)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_rollout_filters_drop_and_count(tmp_path, tiny_model_dir):
+    class ShortBackend:
+        def generate(self, prompt_ids, num_samples):
+            return [[5] if k == 0 else [6, 7, 8, 9] for _ in prompt_ids for k in range(num_samples)]
+
+        def sync_weights(self):
+            pass
+
+    verifier = PatternVerifier([1.0])  # everything that reaches the verifier is correct
+    args = make_args(tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=1, max_steps=1,
+                     filter_min_rollout_tokens=2, filter_near_duplicate_threshold=0.82)
+    trainer = RASFTTrainer(tiny_model_dir, args, Dataset.from_dict(math_rows(4)), verifier=verifier,
+                           generation_backend=ShortBackend())
+    trainer.state.max_steps = 1
+    batches, _ = trainer._build_step([[trainer.train_dataset[i] for i in range(4)]])
+    # per problem: sample 0 too short, samples 1-2 identical -> sample 2 near-duplicate: one correct rollout left
+    assert trainer._counters["filters/too_short"] == 4 and trainer._counters["filters/near_duplicate"] == 4
+    assert verifier.seen == 4
+    assert batches[0]["is_expert"].tolist() == [True, False] * 4
+    assert trainer._metrics["pool/mean_solvability"][-1] == pytest.approx(1 / 3)
