@@ -1,6 +1,6 @@
-"""`rasft-trl` console entry: `rasft-trl train --config recipe.yaml [accelerate args via ACCELERATE_CONFIG]`.
+"""`rasft-trl` console entry: `rasft-trl train [--method rasft|sft] --config recipe.yaml`.
 
-`rasft-trl train` re-launches `python -m rasft_trl.scripts.rasft` through `accelerate launch`, so a recipe runs the
+`rasft-trl train` re-launches `python -m rasft_trl.scripts.<method>` through `accelerate launch`, so a recipe runs the
 same way on one CPU, one GPU or many. `rasft-trl demo` runs the CPU demo.
 """
 
@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--accelerate_config", default=os.environ.get("ACCELERATE_CONFIG"),
                        help="accelerate config file (recipes/accelerate_configs/*.yaml)")
     train.add_argument("--num_processes", type=int, default=None)
+    train.add_argument("--method", choices=["rasft", "sft"], default="rasft",
+                       help="rasft (RASFT and its ablations) or sft (SFT, SFT+KL, DFT, ASFT, ProFiT via loss_type)")
     sub.add_parser("demo", help="python -m rasft_trl.demo <args>")
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             command += ["--config_file", args.accelerate_config]
         if args.num_processes:
             command += ["--num_processes", str(args.num_processes)]
-        command += ["-m", "rasft_trl.scripts.rasft", *rest]
+        command += ["-m", f"rasft_trl.scripts.{args.method}", *rest]
     return subprocess.call(command)
 
 

@@ -30,6 +30,7 @@ class RASFTScriptArguments(ScriptArguments):
         verifier: registered verifier name (`math`, `code`).
         max_train_samples: keep only the first N training rows (smoke runs).
         answer_column: column with the gold answer, copied to `answer` for the math verifier.
+        prompt_template: format string for plain-string prompts (`{prompt}` placeholder), applied first.
         system_prompt: turns plain-string prompts into `[system, user]` chat messages.
     """
 
@@ -40,6 +41,11 @@ class RASFTScriptArguments(ScriptArguments):
         default="answer",
         metadata={"help": "Column holding the gold answer; copied to `answer` (NuminaMath: `solution`, whose last "
                   "\\boxed{} is the gold)."},
+    )
+    prompt_template: str | None = field(
+        default=None,
+        metadata={"help": "Format string applied to plain-string prompts, with a {prompt} placeholder (for "
+                  "tokenizers without a chat template)."},
     )
     system_prompt: str | None = field(
         default=None,
@@ -74,6 +80,12 @@ def to_rasft_format(dataset, script_args: RASFTScriptArguments, prompt_column: s
     """Copy the gold column to `answer` and wrap plain prompts in chat messages when a system prompt is set."""
     if script_args.answer_column != "answer" and script_args.verifier == "math":
         dataset = dataset.map(lambda row: {"answer": row[script_args.answer_column]})
+    if script_args.prompt_template is not None:
+        template = script_args.prompt_template
+        dataset = dataset.map(
+            lambda row: {prompt_column: template.format(prompt=row[prompt_column])
+                         if isinstance(row[prompt_column], str) else row[prompt_column]}
+        )
     if script_args.system_prompt is not None:
         system = script_args.system_prompt
 
@@ -96,10 +108,12 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_args: ModelConfig):
+def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_args: ModelConfig, trainer_cls=None):
+    """Load model, tokenizer and data as the recipe says, train, save. `trainer_cls` defaults to RASFTTrainer."""
     from transformers import AutoTokenizer
 
-    from ..rasft_trainer import RASFTTrainer
+    if trainer_cls is None:
+        from ..rasft_trainer import RASFTTrainer as trainer_cls
 
     model_path = resolve_model_path(model_args.model_name_or_path)
     init_kwargs = dict(training_args.model_init_kwargs or {})
@@ -112,12 +126,12 @@ def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_ar
     training_args.model_init_kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
 
     tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
-    trainer = RASFTTrainer(
+    trainer = trainer_cls(
         model=model_path,
         args=training_args,
         train_dataset=load_train_dataset(script_args, training_args.seed, training_args.prompt_column),
         processing_class=tokenizer,
-        verifier=script_args.verifier,
+        verifier=script_args.verifier if training_args.use_rollouts else None,
         peft_config=get_peft_config(model_args),
     )
     trainer.train()
@@ -126,11 +140,8 @@ def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_ar
     return trainer
 
 
-def make_parser(subparsers=None) -> TrlParser:
-    dataclass_types = (RASFTScriptArguments, RASFTConfig, ModelConfig)
-    if subparsers is not None:
-        return subparsers.add_parser("rasft", help="Train with RASFT", dataclass_types=dataclass_types)
-    return TrlParser(dataclass_types)
+def make_parser(config_cls=RASFTConfig) -> TrlParser:
+    return TrlParser((RASFTScriptArguments, config_cls, ModelConfig))
 
 
 if __name__ == "__main__":
