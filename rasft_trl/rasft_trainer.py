@@ -43,7 +43,8 @@ from .data import (
     validate_rows,
 )
 from .filters import filter_rollouts
-from .generation.base import GenerationBackend, SamplingSettings
+from .generation import make_generation_backend
+from .generation.base import GenerationBackend
 from .rasft_config import RASFTConfig
 from .verifiers.base import get_verifier
 
@@ -184,18 +185,7 @@ class RASFTTrainer(_BaseTrainer):
     @property
     def generation_backend(self) -> GenerationBackend:
         if self._generation_backend is None:
-            from .generation.transformers_backend import TransformersGeneration
-
-            self._generation_backend = TransformersGeneration(
-                self.model_wrapped,
-                self.accelerator,
-                SamplingSettings.from_config(self.args),
-                pad_token_id=self.processing_class.pad_token_id,
-                eos_token_ids=[self.eos_token_id],
-                batch_size=self.args.generation_batch_size,
-                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
-                is_fsdp=self.is_fsdp_enabled,
-            )
+            self._generation_backend = make_generation_backend(self)
         return self._generation_backend
 
     # ------------------------------------------------------------------ one optimizer step
@@ -345,7 +335,7 @@ class RASFTTrainer(_BaseTrainer):
 
         Returns group id -> correct completions, -> solvability, -> number of verified-incorrect rollouts."""
         args, K = self.args, self.args.num_rollouts
-        if self.state.global_step != self._synced_step:
+        if self.state.global_step - self._synced_step >= args.vllm_sync_steps:
             self.generation_backend.sync_weights()
             self._synced_step = self.state.global_step
         chosen = selected.nonzero().flatten().tolist()
