@@ -104,6 +104,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
     fix_special_tokens(tokenizer, gguf_path)
+    # The GGUF converter turns on a WordPiece-only cleanup that corrupts BPE output ("a , b" -> "a, b").
+    tokenizer.clean_up_tokenization_spaces = False
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True)
     # The weights are already dequantized to fp32, but the model still carries the GGUF "quantizer",
     # which refuses save_pretrained. Rebuild a plain model from the config without it.
@@ -161,4 +163,3 @@ def load_demo_model(
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="float32")
     return model, tokenizer
-
