@@ -101,10 +101,11 @@ def test_accuracy_table(results):
 
 def test_cli_defaults_and_switches():
     args = parse_args([])
-    assert not args.compare and not args.lora and args.output_dir == "demo_report"
+    assert not args.compare and args.lora and args.output_dir == "demo_report"
     assert args.train_size == args.max_steps * args.batch_size
-    args = parse_args(["--compare", "--max-steps", "3", "--num-train", "10", "--lora", "--cache-dir", "/x"])
-    assert args.compare and args.lora and args.max_steps == 3 and args.train_size == 10 and args.cache_dir == "/x"
+    args = parse_args(["--compare", "--max-steps", "3", "--num-train", "10", "--no-lora", "--cache-dir", "/x"])
+    assert args.compare and not args.lora and args.max_steps == 3 and args.train_size == 10 and args.cache_dir == "/x"
+    assert args.lr == 1e-4 and parse_args(["--lora"]).lr == 5e-4
     with pytest.raises(SystemExit):
         parse_args(["--max-steps", "0"])
 

@@ -42,7 +42,7 @@ class DemoArgs:
     num_train: int | None = None
     num_eval: int = 64
     cache_dir: str | None = None
-    lora: bool = False
+    lora: bool = True
     batch_size: int = 8
     learning_rate: float | None = None
     num_rollouts: int = 3
@@ -80,7 +80,12 @@ def parse_args(argv: list[str] | None = None) -> DemoArgs:
     parser.add_argument(
         "--cache-dir", default=None, help="model cache (default: $RASFT_TRL_CACHE or ~/.cache/rasft-trl)"
     )
-    parser.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights")
+    parser.add_argument(
+        "--lora",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.lora,
+        help="train a rank-16 LoRA adapter (default); --no-lora trains all weights",
+    )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="problems per optimizer step")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: 1e-4 (full) / 5e-4 (LoRA)")
     parser.add_argument("--num-rollouts", type=int, default=defaults.num_rollouts, help="rollouts K per problem")
