@@ -3,8 +3,9 @@
 import pytest
 import torch
 from datasets import Dataset
+from ddp_worker import GradCapture
 from tiny import math_rows
-from transformers import AutoModelForCausalLM, TrainerCallback
+from transformers import AutoModelForCausalLM
 
 from rasft_trl import RASFTConfig, RASFTTrainer
 
@@ -163,15 +164,6 @@ def test_pools_coefficients_and_loss_match_the_spec(tmp_path, tiny_model_dir):
     assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-4)
     assert trainer._metrics["ratio/mean"][-1] == pytest.approx(1.0, abs=1e-5)
     assert trainer._metrics["rollouts/accuracy"][-1] == pytest.approx(6 / 12)
-
-
-class GradCapture(TrainerCallback):
-    def __init__(self):
-        self.grads = None
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        if self.grads is None:
-            self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
 @pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean"])
