@@ -117,7 +117,7 @@ def test_baselines_are_switches_of_one_trainer():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(900)
 def test_demo_end_to_end(tmp_path):
     """A shortened demo on the real SmolLM2-135M-Instruct: train 2 steps, evaluate 6 problems before and after."""
     from rasft_trl.demo.run import main
