@@ -110,6 +110,16 @@ def test_cli_defaults_and_switches():
         parse_args(["--max-steps", "0"])
 
 
+def test_precision_flag_reaches_the_trainer_config(tmp_path):
+    from rasft_trl.demo.run import cpu_has_native_bf16, make_config
+
+    assert parse_args([]).use_bf16 == cpu_has_native_bf16()
+    assert parse_args(["--bf16"]).use_bf16 and not parse_args(["--no-bf16"]).use_bf16
+    for flag, expected in (("--bf16", True), ("--no-bf16", False)):
+        config = make_config("rasft", parse_args([flag]), str(tmp_path))
+        assert config.bf16 is expected and not config.fp16
+
+
 def test_baselines_are_switches_of_one_trainer():
     assert METHODS["sft"] == dict(use_rollouts=False, use_ratio=False, token_factor="sft")
     assert METHODS["dft"] == dict(use_rollouts=False, use_ratio=False, token_factor="dft")
