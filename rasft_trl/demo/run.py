@@ -5,7 +5,7 @@ the untrained model, train RASFT (and, with `--compare`, SFT and DFT from a fres
 model, on the same data and budget), evaluate each trained model, print a before/after table and write a
 report folder (see [`~rasft_trl.demo.report`]).
 
-    python -m rasft_trl.demo                 # RASFT only, about 12 minutes on 2 idle CPU cores
+    python -m rasft_trl.demo                 # RASFT only, 12-16 minutes on 2 CPU cores
     python -m rasft_trl.demo --compare       # RASFT, SFT and DFT
 """
 
