@@ -29,6 +29,7 @@ class EvalSettings:
         temperature: sampling temperature (only with `do_sample=True`).
         top_p: nucleus sampling (only with `do_sample=True`).
         seed: torch seed set before sampling (only with `do_sample=True`).
+        correct_threshold: a reward at or above it counts as correct (the trainer's `correct_threshold`).
     """
 
     max_new_tokens: int = 128
@@ -37,6 +38,7 @@ class EvalSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    correct_threshold: float = 1.0
 
     def describe(self) -> str:
         """One-line description for reports, e.g. `"greedy, max_new_tokens=128"`."""
@@ -144,7 +146,7 @@ def evaluate(
     responses = generate_responses(model, tokenizer, [r["prompt"] for r in rows], settings, desc=desc)
     verifier = get_verifier("math")
     rewards = verifier(completions=responses, answer=[r["answer"] for r in rows])
-    correct = [reward is not None and reward >= 1.0 for reward in rewards]
+    correct = [reward is not None and reward >= settings.correct_threshold for reward in rewards]
     by_level: dict[int, list[bool]] = defaultdict(list)
     for row, ok in zip(rows, correct):
         by_level[int(row["level"])].append(ok)

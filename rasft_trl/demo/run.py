@@ -131,9 +131,6 @@ def make_config(method: str, args: DemoArgs, output_dir: str):
         logging_steps=1,
         report_to="none",
         max_new_tokens=args.rollout_max_new_tokens,
-        temperature=0.9,
-        top_p=0.95,
-        repetition_penalty=1.1,
         max_length=MAX_LENGTH,
         calibration_sample_size=args.calibration_sample_size,
         save_strategy="no",
@@ -146,10 +143,8 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU runs bf16 matmuls natively (AMX or AVX512-BF16); elsewhere bf16 is emulated and slower."""
     import torch
 
-    cpu = torch.backends.cpu
-    capability = cpu.get_cpu_capability() if hasattr(cpu, "get_cpu_capability") else ""
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks) or "AMX" in capability
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def lora_config():
