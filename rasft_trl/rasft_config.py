@@ -48,8 +48,19 @@ class RASFTConfig(_BaseConfig):
             Top-k sampling of the rollouts; `0` disables it.
         repetition_penalty (`float`, *optional*, defaults to `1.1`):
             Repetition penalty of the rollouts.
+        min_p (`float`, *optional*):
+            Min-p sampling of the rollouts: tokens with probability below `min_p` times the most likely token's are
+            dropped. `None` (or `0`) disables it.
         max_new_tokens (`int`, *optional*, defaults to `1024`):
-            Maximum number of generated tokens per rollout (also capped by `max_length` minus the prompt length).
+            Maximum number of generated tokens per rollout. It is *not* reduced by the prompt length: a correct
+            rollout whose prompt + completion exceeds `max_length` is not trained on and is counted as
+            `rollouts/correct_too_long`; set `max_new_tokens <= max_length - longest prompt` to avoid that.
+        mask_truncated_completions (`bool`, *optional*, defaults to `True`):
+            A rollout that reaches `max_new_tokens` without the EOS token is *truncated*. With `True` (default)
+            it is never a training target, even when its last box verifies (training on it would teach the model
+            not to stop), and it counts as a failure in the solvability `s(x)`; each step logs how many there were
+            (`rollouts/truncated`) and how many of those verified (`rollouts/truncated_correct`). `False` treats
+            them like finished rollouts (GRPOConfig's field of the same name, whose default is `False`).
         generation_batch_size (`int`, *optional*):
             Number of prompts per generation call. `None` generates all selected prompts of an optimizer step
             (all micro-batches of the accumulation cycle) in one call.
@@ -227,7 +238,21 @@ class RASFTConfig(_BaseConfig):
     top_p: float = field(default=0.95, metadata={"help": "Rollout nucleus sampling (paper: 0.95)."})
     top_k: int = field(default=0, metadata={"help": "Rollout top-k sampling; 0 disables it."})
     repetition_penalty: float = field(default=1.1, metadata={"help": "Rollout repetition penalty (paper: 1.1)."})
-    max_new_tokens: int = field(default=1024, metadata={"help": "Max new tokens per rollout (paper: 1024)."})
+    min_p: float | None = field(
+        default=None,
+        metadata={"help": "Rollout min-p sampling: drop tokens below min_p times the top token's probability; "
+                  "None or 0 disables it."},
+    )
+    max_new_tokens: int = field(
+        default=1024,
+        metadata={"help": "Max new tokens per rollout (paper: 1024). Not reduced by the prompt length: a correct "
+                  "rollout whose prompt + completion exceeds max_length is not trained on (rollouts/correct_too_long)."},
+    )
+    mask_truncated_completions: bool = field(
+        default=True,
+        metadata={"help": "Never train on a rollout that hit max_new_tokens without EOS; it counts as a failure in "
+                  "the solvability (logged as rollouts/truncated). False: treat it like a finished rollout."},
+    )
     generation_batch_size: int | None = field(
         default=None, metadata={"help": "Prompts per generation call; None = all prompts of the optimizer step."}
     )
@@ -342,6 +367,7 @@ class RASFTConfig(_BaseConfig):
         require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}.")
         require(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}.")
         require(self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}.")
+        require(self.min_p is None or 0 <= self.min_p <= 1, f"min_p must be None or in [0, 1], got {self.min_p}.")
         require(self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}.")
         require(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")
         require(self.max_length >= 2, f"max_length must be >= 2, got {self.max_length}.")

@@ -350,7 +350,11 @@ class RASFTTrainer(_BaseTrainer):
         for i, reward in zip(keep, self._verify([rows[chosen[i // K]] for i in keep], [texts[i] for i in keep],
                                                 [completions[i] for i in keep])):
             rewards[i] = reward
-        is_correct = torch.tensor([r is not None and r >= args.correct_threshold for r in rewards], dtype=torch.bool)
+        verified = [r is not None and r >= args.correct_threshold for r in rewards]
+        # A rollout that hit max_new_tokens without EOS is truncated: by default never a target, a failure in s(x).
+        truncated = [not ids or ids[-1] != self.eos_token_id for ids in completions]
+        usable = [ok and not (args.mask_truncated_completions and cut) for ok, cut in zip(verified, truncated)]
+        is_correct = torch.tensor(usable, dtype=torch.bool)
         is_correct = is_correct.view(len(chosen), K) if chosen else torch.zeros(0, K, dtype=torch.bool)
         s = losses.solvability(is_correct)  # [n_selected]
         correct, solvabilities, wrong, too_long = {}, {}, {}, 0
@@ -369,9 +373,11 @@ class RASFTTrainer(_BaseTrainer):
             correct[g] = kept
         unjudged = sum(rewards[i] is None for i in keep)
         stats = self._global_sum([len(chosen), len(completions), int(is_correct.sum()), unjudged, too_long,
-                                  float(s.sum())])
+                                  float(s.sum()), sum(truncated), sum(v and c for v, c in zip(verified, truncated))])
         self._metrics["rollouts/problems"].append(stats[0])
         self._metrics["rollouts/drawn"].append(stats[1])
+        self._metrics["rollouts/truncated"].append(stats[6])
+        self._metrics["rollouts/truncated_correct"].append(stats[7])
         if stats[1]:
             self._metrics["rollouts/accuracy"].append(stats[2] / stats[1])
             self._metrics["pool/mean_solvability"].append(stats[5] / stats[0])

@@ -97,6 +97,7 @@ def make_args(tmp_path, **overrides) -> RASFTConfig:
         report_to="none", save_strategy="no", use_cpu=True, num_rollouts=2, max_new_tokens=6, max_length=128,
         calibration_sample_size=8, window_start_quantiles=[0.0, 1.0], window_end_quantiles=[0.0, 1.0], seed=0,
         use_vllm=True, vllm_enforce_eager=True, vllm_dtype="float32", vllm_max_model_length=256,
+        mask_truncated_completions=False,  # short budgets: most rollouts stop at max_new_tokens
     )
     defaults.update(overrides)
     return RASFTConfig(**defaults)

@@ -166,7 +166,7 @@ def test_from_trainer_passes_the_config_to_trl_and_syncs_once(monkeypatch, tmp_p
     monkeypatch.setattr(vllm_backend, "RASFTVLLMGeneration", RecordingGeneration)
     args = RASFTConfig(
         output_dir=str(tmp_path), use_vllm=True, vllm_mode="server", vllm_server_base_url="http://127.0.0.1:9",
-        temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.3, max_new_tokens=33, vllm_enforce_eager=True,
+        temperature=0.7, top_p=0.8, top_k=20, min_p=0.05, repetition_penalty=1.3, max_new_tokens=33, vllm_enforce_eager=True,
         vllm_dtype="float32", vllm_max_model_length=640, vllm_gpu_memory_utilization=0.25, report_to="none",
         bf16=False, use_cpu=True,
     )
@@ -175,8 +175,8 @@ def test_from_trainer_passes_the_config_to_trl_and_syncs_once(monkeypatch, tmp_p
     backend = VLLMBackend.from_trainer(trainer)
     (generation,) = built
     kwargs = generation.kwargs
-    sampling = (kwargs["temperature"], kwargs["top_p"], kwargs["top_k"], kwargs["repetition_penalty"])
-    assert sampling == (0.7, 0.8, 20, 1.3)
+    sampling = (kwargs["temperature"], kwargs["top_p"], kwargs["top_k"], kwargs["min_p"], kwargs["repetition_penalty"])
+    assert sampling == (0.7, 0.8, 20, 0.05, 1.3)
     assert kwargs["max_completion_length"] == 33 and kwargs["logprobs"] is None  # token ids only
     assert kwargs["mode"] == "server" and kwargs["server_base_url"] == "http://127.0.0.1:9"
     assert kwargs["max_model_length"] == 640 and kwargs["gpu_memory_utilization"] == 0.25

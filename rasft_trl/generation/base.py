@@ -21,10 +21,14 @@ class SamplingSettings:
     top_k: int = 0
     repetition_penalty: float = 1.1
     max_new_tokens: int = 1024
+    min_p: float | None = None
 
     @classmethod
     def from_config(cls, args) -> SamplingSettings:
-        return cls(args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.max_new_tokens)
+        return cls(
+            args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.max_new_tokens,
+            getattr(args, "min_p", None),
+        )
 
 
 @runtime_checkable

@@ -1,9 +1,15 @@
-"""Rollouts from the training model itself through batched `generate` (the fallback and debugging backend)."""
+"""Rollouts from the training model itself through batched `generate` (the fallback and debugging backend).
+
+Rollouts are sampled exactly as configured: `generate` fills every field left `None` from the model's
+`generation_config.json` and then from transformers' global defaults (`top_k=50` among them), so the backend sets
+each sampling field explicitly (`top_k=0` stays "disabled") and hides the model's own generation config during the
+call (a checkpoint's `min_p`, `typical_p` or `no_repeat_ngram_size` would otherwise change the distribution).
+"""
 
 from __future__ import annotations
 
 import copy
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 
 import torch
 from transformers import GenerationConfig
@@ -51,7 +57,8 @@ class TransformersGeneration:
             do_sample=True,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
-            top_k=sampling.top_k or None,
+            top_k=sampling.top_k,  # 0 = disabled; `None` would become transformers' default top-k of 50
+            min_p=sampling.min_p or None,  # `None` = disabled once the model's own defaults are hidden
             repetition_penalty=sampling.repetition_penalty,
             max_new_tokens=sampling.max_new_tokens,
             pad_token_id=pad_token_id,
@@ -78,6 +85,7 @@ class TransformersGeneration:
 
                 stack.enter_context(FSDP.summon_full_params(self.model, recurse=False))
             stack.enter_context(torch.no_grad())
+            stack.enter_context(neutral_generation_config(unwrapped))
             was_training = unwrapped.training
             unwrapped.eval()  # no dropout while sampling
             try:
@@ -99,3 +107,20 @@ class TransformersGeneration:
         stop = set(self.eos_token_ids)
         return [truncate_at_stop(ids, stop) for ids in generated]
 
+
+
+@contextmanager
+def neutral_generation_config(model):
+    """Hide the model's `generation_config` (checkpoint sampling defaults) for the duration of a `generate` call.
+
+    `generate` fills the fields our config leaves `None` from `model.generation_config`; inside this context that
+    is a plain `GenerationConfig()`, so only the backend's settings and transformers' neutral global defaults apply.
+    PEFT wrappers delegate `generate` to the causal LM inside them, whose config is the one swapped.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = getattr(inner, "generation_config", None)
+    inner.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        inner.generation_config = saved

@@ -9,7 +9,7 @@
   `process_index * len(prompts)`; tensor-parallel colocate gathers within its group. Both need the same prompt count
   on every process: the backend pads every process to the global maximum with a one-token filler prompt, drops the
   fillers' completions, and skips generation on all processes when there is nothing to generate.
-- **Sampling.** Temperature, top-p, top-k, repetition penalty and `max_new_tokens` come from the config; a rollout
+- **Sampling.** Temperature, top-p, top-k, min-p, repetition penalty and `max_new_tokens` come from the config; a rollout
   stops at the tokenizer's EOS only (as in the transformers backend) and ends with it. Only token ids are returned:
   the trainer recomputes log-probabilities at temperature 1.
 - **Weights.** `sync_weights` pushes the policy's current weights (a LoRA adapter merged out of place, see
@@ -201,6 +201,7 @@ class VLLMBackend:
             temperature=args.temperature,
             top_p=args.top_p,
             top_k=args.top_k,
+            min_p=args.min_p or 0.0,  # 0 disables it in vLLM
             max_completion_length=args.max_new_tokens,
             logprobs=None,  # the trainer recomputes log-probs at temperature 1
             generation_kwargs=stop_at(eos),
