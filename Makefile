@@ -1,4 +1,4 @@
-# Verbs: make demo | make test | make docs | make bench | make demo-compare
+# Verbs: make demo | make test | make docs | make bench | make demo-compare | make study
 # Everything runs in a local virtual environment that `make` creates and fills on first use.
 
 VENV ?= .venv
@@ -8,7 +8,9 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-compare test test-fast test-vllm docs bench bench-vllm clean
+STUDY_ARGS ?=
+
+.PHONY: install demo demo-compare study test test-fast test-vllm docs bench bench-vllm clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +26,11 @@ demo: install
 
 demo-compare: install
 	$(PY) -m rasft_trl.demo --compare
+
+# The study of docs/study.md: 7 methods x 3 seeds + learning-rate selection, two runs side by side (about 90 min on
+# 2 cores); it resumes where it stopped.
+study: install
+	$(PY) -m rasft_trl.demo.study --jobs 2 $(STUDY_ARGS)
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -588,6 +588,8 @@ class RASFTTrainer(_BaseTrainer):
         totals = self._global_sum(
             [expert_tokens, rollout_tokens, coefficients[is_expert].sum(), len(pools), len(coefficients)]
         )
+        if self.args.use_rollouts:
+            self._metrics["rollouts/targets"].append(totals[4] - totals[3])  # correct rollouts trained on
         self._metrics["tokens/expert"].append(totals[0])
         self._metrics["tokens/rollout"].append(totals[1])
         self._metrics["pool/expert_coef_mean"].append(totals[2] / max(totals[3], 1))

@@ -151,15 +151,24 @@ def test_demo_end_to_end(tmp_path):
             "24",
             "--calibration-sample-size",
             "8",
+            "--warm-start-steps",
+            "2",
         ]
     )
     assert results["untrained"]["num_problems"] == 6
     after = results["methods"]["rasft"]["eval"]
     assert after["num_problems"] == 6 and 0.0 <= after["accuracy"] <= 1.0
-    assert {"load_model", "eval/untrained", "train/rasft", "eval/rasft", "total"} <= set(results["timings"])
+    assert {"load_model", "warm_start", "eval/untrained", "train/rasft", "eval/rasft", "total"} <= set(
+        results["timings"]
+    )
+    assert results["settings"]["warm_start"]["settings"]["steps"] == 2  # every method started from the warm start
+    mechanism = results["methods"]["rasft"]["mechanism"]
+    assert mechanism["steps"] == 2 and mechanism["rollouts_drawn"] >= 0
     for name in ["metrics.json", "accuracy.csv", "timings.csv", "log_history_rasft.csv", "accuracy.png", *PLOTS]:
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
+    logged = [e for e in metrics["methods"]["rasft"]["log_history"] if "loss" in e]
+    assert all("window/in_frac" in e and "pool/expert_coef_mean" in e for e in logged)
     assert metrics["untrained"]["accuracy"] is not None and metrics["methods"]["rasft"]["eval"]["accuracy"] is not None
     steps = [e for e in metrics["methods"]["rasft"]["log_history"] if "loss" in e]
     assert len(steps) == 2

@@ -117,3 +117,25 @@ def test_no_torch_import():
     code = "import sys, rasft_trl.demo.data as d; d.build_splits(5, 5); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_optional_splits_are_disjoint_and_stable():
+    from rasft_trl.demo.data import OOD_LEVEL, OOD_TEMPLATES, TEMPLATES
+
+    splits = build_splits(64, 32, seed=5, num_warmup=48, num_validation=24, num_ood=20)
+    assert {k: len(v) for k, v in splits.items()} == {"eval": 32, "ood": 20, "validation": 24, "warmup": 48,
+                                                       "train": 64}
+    questions = [r["prompt"][0]["content"] for rows in splits.values() for r in rows]
+    assert len(questions) == len(set(questions))
+    assert {r["level"] for r in splits["ood"]} == {OOD_LEVEL} and OOD_LEVEL not in TEMPLATES
+    # the warm-start split does not depend on the held-out sizes asked for (reserved sizes are excluded)
+    assert build_splits(0, 0, seed=5, num_warmup=48)["warmup"] == splits["warmup"]
+    assert build_splits(0, 300, seed=5, num_warmup=48)["warmup"] == splits["warmup"]
+    # a bigger test set starts with the smaller one
+    assert build_splits(0, 64, seed=5)["eval"][:32] == splits["eval"]
+    # the OOD family uses its own templates, never one a training level draws from
+    ood_templates = {p.template for p in sample_problems(200, 1, levels=(OOD_LEVEL,))}
+    train_templates = {p.template for p in sample_problems(600, 1)}
+    assert len(ood_templates) == len(OOD_TEMPLATES) == 4 and ood_templates.isdisjoint(train_templates)
+    for row in splits["ood"]:
+        assert last_boxed(row["completion"]) == row["answer"]

@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 #: instruction appended to every question (the reference implementation's system line)
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 LEVELS = (1, 2, 3)
+#: problems reserved per held-out split: the first `n` of a split are the same for every `n` up to this, and no
+#: training split ever draws one of them
+HELD_OUT_RESERVE = {"eval": 1024, "ood": 512, "validation": 512}
+#: the level of the out-of-distribution family ([`OOD_TEMPLATES`]); never drawn for training
+OOD_LEVEL = 0
 
 _NAMES = [
     ("Tom", "he"),
@@ -64,6 +69,8 @@ class Problem:
 
 
 def _boxed(steps: list[str], answer: int) -> str:
+    """A compact worked solution: one equation per line, then the boxed answer (short enough that a rollout
+    budget of 64 tokens finishes every level)."""
     return "\n".join(steps + [f"The answer is \\boxed{{{answer}}}."])
 
 
@@ -73,14 +80,14 @@ def _boxed(steps: list[str], answer: int) -> str:
 def _add(rng: random.Random) -> Problem:
     a, b = rng.randint(2, 60), rng.randint(2, 39)
     c = a + b
-    return Problem(f"What is {a} + {b}?", _boxed([f"We add the two numbers: {a} + {b} = {c}."], c), c, 1, "add")
+    return Problem(f"What is {a} + {b}?", _boxed([f"{a} + {b} = {c}"], c), c, 1, "add")
 
 
 def _sub(rng: random.Random) -> Problem:
     a = rng.randint(20, 99)
     b = rng.randint(2, a - 1)
     c = a - b
-    return Problem(f"What is {a} - {b}?", _boxed([f"We subtract: {a} - {b} = {c}."], c), c, 1, "sub")
+    return Problem(f"What is {a} - {b}?", _boxed([f"{a} - {b} = {c}"], c), c, 1, "sub")
 
 
 def _word_add(rng: random.Random) -> Problem:
@@ -88,7 +95,7 @@ def _word_add(rng: random.Random) -> Problem:
     a, b = rng.randint(3, 50), rng.randint(2, 30)
     c = a + b
     question = f"{name} has {a} {item}. {pron.capitalize()} gets {b} more. How many {item} does {name} have now?"
-    steps = [f"{name} starts with {a} {item} and gets {b} more, so {name} has {a} + {b} = {c} {item}."]
+    steps = [f"{a} + {b} = {c}"]
     return Problem(question, _boxed(steps, c), c, 1, "word_add")
 
 
@@ -98,7 +105,7 @@ def _word_sub(rng: random.Random) -> Problem:
     b = rng.randint(2, a - 2)
     c = a - b
     question = f"{name} had {a} {item} and gave {b} of them to a friend. How many {item} does {name} have left?"
-    steps = [f"{name} had {a} {item} and gave away {b}, so {pron} has {a} - {b} = {c} {item} left."]
+    steps = [f"{a} - {b} = {c}"]
     return Problem(question, _boxed(steps, c), c, 1, "word_sub")
 
 
@@ -108,14 +115,14 @@ def _word_sub(rng: random.Random) -> Problem:
 def _mul(rng: random.Random) -> Problem:
     a, b = rng.randint(3, 15), rng.randint(3, 12)
     c = a * b
-    return Problem(f"What is {a} * {b}?", _boxed([f"We multiply: {a} * {b} = {c}."], c), c, 2, "mul")
+    return Problem(f"What is {a} * {b}?", _boxed([f"{a} * {b} = {c}"], c), c, 2, "mul")
 
 
 def _mul_add(rng: random.Random) -> Problem:
     a, b, d = rng.randint(3, 12), rng.randint(3, 12), rng.randint(2, 40)
     p = a * b
     c = p + d
-    steps = [f"First we multiply: {a} * {b} = {p}.", f"Then we add: {p} + {d} = {c}."]
+    steps = [f"{a} * {b} = {p}", f"{p} + {d} = {c}"]
     return Problem(f"What is {a} * {b} + {d}?", _boxed(steps, c), c, 2, "mul_add")
 
 
@@ -124,7 +131,7 @@ def _word_mul(rng: random.Random) -> Problem:
     a, b = rng.randint(3, 15), rng.randint(3, 12)
     c = a * b
     question = f"A box holds {a} {item}. How many {item} are in {b} boxes?"
-    steps = [f"Each box holds {a} {item}, so {b} boxes hold {a} * {b} = {c} {item}."]
+    steps = [f"{a} * {b} = {c}"]
     return Problem(question, _boxed(steps, c), c, 2, "word_mul")
 
 
@@ -139,8 +146,8 @@ def _word_mul_sub(rng: random.Random) -> Problem:
         f"How many {item} does {name} have now?"
     )
     steps = [
-        f"{name} buys {a} packs of {b}, which is {a} * {b} = {p} {item}.",
-        f"After giving away {d}, {pron} has {p} - {d} = {c} {item}.",
+        f"{a} * {b} = {p}",
+        f"{p} - {d} = {c}",
     ]
     return Problem(question, _boxed(steps, c), c, 2, "word_mul_sub")
 
@@ -161,9 +168,9 @@ def _shop(rng: random.Random) -> Problem:
         f"of {e} {item}. How many {item} does the shop have now?"
     )
     steps = [
-        f"In {d} days the shop sells {b} * {d} = {sold} {item}.",
-        f"After that it has {a} - {sold} = {left} {item}.",
-        f"After the delivery it has {left} + {e} = {c} {item}.",
+        f"{b} * {d} = {sold}",
+        f"{a} - {sold} = {left}",
+        f"{left} + {e} = {c}",
     ]
     return Problem(question, _boxed(steps, c), c, 3, "shop")
 
@@ -180,9 +187,9 @@ def _wages(rng: random.Random) -> Problem:
         f"Then {pron} spends {spent} dollars. How many dollars does {name} have left?"
     )
     steps = [
-        f"Each day {name} earns {rate} * {hours} = {daily} dollars.",
-        f"In {days} days {pron} earns {daily} * {days} = {total} dollars.",
-        f"After spending {spent} dollars, {pron} has {total} - {spent} = {c} dollars left.",
+        f"{rate} * {hours} = {daily}",
+        f"{daily} * {days} = {total}",
+        f"{total} - {spent} = {c}",
     ]
     return Problem(question, _boxed(steps, c), c, 3, "wages")
 
@@ -199,9 +206,9 @@ def _orchard(rng: random.Random) -> Problem:
         f"and plants {planted} new ones. How many trees are in the orchard now?"
     )
     steps = [
-        f"The orchard has {rows} * {per_row} = {trees} trees.",
-        f"After cutting down {cut}, it has {trees} - {cut} = {left} trees.",
-        f"After planting {planted}, it has {left} + {planted} = {c} trees.",
+        f"{rows} * {per_row} = {trees}",
+        f"{trees} - {cut} = {left}",
+        f"{left} + {planted} = {c}",
     ]
     return Problem(question, _boxed(steps, c), c, 3, "orchard")
 
@@ -219,11 +226,60 @@ def _groups(rng: random.Random) -> Problem:
         f"equally into {groups} teams. How many students are in each team?"
     )
     steps = [
-        f"The school has {classes} * {size} = {total} students.",
-        f"Split into {groups} equal teams, each team has {total} / {groups} = {per_group} students.",
+        f"{classes} * {size} = {total}",
+        f"{total} / {groups} = {per_group}",
     ]
     return Problem(question, _boxed(steps, per_group), per_group, 3, "groups")
 
+
+# ---- out of distribution: two-step problems in templates that no training split ever uses -----------------
+
+
+def _ages(rng: random.Random) -> Problem:
+    name, pron = rng.choice(_NAMES)
+    age, gap, years = rng.randint(4, 40), rng.randint(2, 30), rng.randint(2, 25)
+    sibling = age + gap
+    c = sibling + years
+    question = (
+        f"{name} is {age} years old. {'His' if pron == 'he' else 'Her'} cousin is {gap} years older. "
+        f"How old will the cousin be in {years} years?"
+    )
+    return Problem(question, _boxed([f"{age} + {gap} = {sibling}", f"{sibling} + {years} = {c}"], c), c, 0, "ages")
+
+
+def _trip(rng: random.Random) -> Problem:
+    speed, hours, extra = rng.randint(20, 90), rng.randint(2, 6), rng.randint(5, 60)
+    part = speed * hours
+    c = part + extra
+    question = f"A bus travels {speed} km every hour for {hours} hours, then {extra} km more. How many km is the trip?"
+    return Problem(question, _boxed([f"{speed} * {hours} = {part}", f"{part} + {extra} = {c}"], c), c, 0, "trip")
+
+
+def _change(rng: random.Random) -> Problem:
+    name, pron = rng.choice(_NAMES)
+    count, price = rng.randint(2, 9), rng.randint(3, 15)
+    cost = count * price
+    paid = rng.choice([b for b in (50, 100, 200) if b > cost])
+    c = paid - cost
+    question = (
+        f"{name} buys {count} notebooks at {price} dollars each and pays with {paid} dollars. "
+        f"How much change does {pron} get?"
+    )
+    return Problem(question, _boxed([f"{count} * {price} = {cost}", f"{paid} - {cost} = {c}"], c), c, 0, "change")
+
+
+def _together(rng: random.Random) -> Problem:
+    (name, _), (other, _) = rng.sample(_NAMES, 2)
+    item = rng.choice(_ITEMS)
+    a, times = rng.randint(3, 25), rng.randint(2, 6)
+    b = a * times
+    c = a + b
+    question = f"{name} has {a} {item} and {other} has {times} times as many. How many {item} do they have together?"
+    return Problem(question, _boxed([f"{a} * {times} = {b}", f"{a} + {b} = {c}"], c), c, 0, "together")
+
+
+#: the out-of-distribution family (level 0): skills of levels 1-2 in phrasings the training data never shows
+OOD_TEMPLATES: tuple[Callable[[random.Random], Problem], ...] = (_ages, _trip, _change, _together)
 
 TEMPLATES: dict[int, tuple[Callable[[random.Random], Problem], ...]] = {
     1: (_add, _sub, _word_add, _word_sub),
@@ -237,10 +293,12 @@ def generate_problem(rng: random.Random, level: int) -> Problem:
 
     Args:
         rng: the random generator (its state advances).
-        level: 1, 2 or 3.
+        level: 1, 2 or 3, or `OOD_LEVEL` (0) for the out-of-distribution family.
     """
+    if level == OOD_LEVEL:
+        return rng.choice(OOD_TEMPLATES)(rng)
     if level not in TEMPLATES:
-        raise ValueError(f"level must be one of {sorted(TEMPLATES)}, got {level!r}.")
+        raise ValueError(f"level must be one of {sorted(TEMPLATES)} or {OOD_LEVEL} (out of distribution), got {level!r}.")
     return rng.choice(TEMPLATES[level])(rng)
 
 
@@ -286,26 +344,45 @@ def to_row(problem: Problem) -> dict:
 
 
 def build_splits(
-    num_train: int, num_eval: int, seed: int = 42, levels: tuple[int, ...] = LEVELS
+    num_train: int,
+    num_eval: int,
+    seed: int = 42,
+    levels: tuple[int, ...] = LEVELS,
+    num_warmup: int = 0,
+    num_validation: int = 0,
+    num_ood: int = 0,
 ) -> dict[str, list[dict]]:
-    """Build disjoint train and held-out evaluation splits as lists of rows.
+    """Build disjoint splits as lists of rows.
 
-    The evaluation split is drawn first from its own random stream, so it does not depend on
-    `num_train`; the training split excludes every evaluation question.
+    Each split has its own random stream and excludes the questions of the splits drawn before it, in this order
+    (held-out splits count with at least their [`HELD_OUT_RESERVE`] size, whatever size is asked for):
+    `eval` (held-out test problems; it depends only on `seed`, `num_eval` and `levels`), `ood` (the
+    out-of-distribution family, level 0), `validation` (for choosing hyperparameters), `warmup` (the SFT warm
+    start's data), `train`.
 
     Args:
         num_train: number of training problems.
         num_eval: number of held-out problems.
         seed: base seed.
         levels: difficulty levels to include (balanced round-robin).
+        num_warmup, num_validation, num_ood: sizes of the optional splits (a split of size 0 is left out).
 
     Returns:
-        `{"train": [...], "eval": [...]}`.
+        `{"train": [...], "eval": [...]}` plus `"warmup"`, `"validation"` and `"ood"` when asked for.
     """
-    eval_problems = sample_problems(num_eval, f"{seed}-eval", levels)
-    exclude = frozenset(p.question for p in eval_problems)
-    train_problems = sample_problems(num_train, f"{seed}-train", levels, exclude=exclude)
-    return {"train": [to_row(p) for p in train_problems], "eval": [to_row(p) for p in eval_problems]}
+    sizes = {"eval": (num_eval, levels), "ood": (num_ood, (OOD_LEVEL,)), "validation": (num_validation, levels),
+             "warmup": (num_warmup, levels), "train": (num_train, levels)}
+    splits: dict[str, list[dict]] = {}
+    drawn: set[str] = set()
+    for name, (size, split_levels) in sizes.items():
+        # held-out splits are drawn at their reserved size and cut: what later splits exclude never depends on the
+        # sizes asked for, so the warm start's split stays disjoint from every test set a study uses
+        problems = sample_problems(max(size, HELD_OUT_RESERVE.get(name, 0)), f"{seed}-{name}", split_levels,
+                                   exclude=frozenset(drawn))
+        drawn.update(p.question for p in problems)
+        if size or name in ("train", "eval"):
+            splits[name] = [to_row(p) for p in problems[:size]]
+    return splits
 
 
 def build_datasets(num_train: int, num_eval: int, seed: int = 42, levels: tuple[int, ...] = LEVELS) -> DatasetDict:

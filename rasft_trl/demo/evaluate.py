@@ -105,17 +105,23 @@ def generate_responses(
         if settings.do_sample
         else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     )
-    responses: list[str] = []
+    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    # Batches of similar prompt length: less padding, and a batch of short problems stops early instead of waiting
+    # for the longest answer in a mixed batch. Responses are returned in the input order.
+    order = sorted(range(len(texts)), key=lambda i: len(tokenizer(texts[i], add_special_tokens=False)["input_ids"]))
+    responses: list[str] = [""] * len(texts)
     try:
         with tqdm(total=len(prompts), desc=desc, unit="problem") as bar:
-            for start in range(0, len(prompts), settings.batch_size):
-                chunk = prompts[start : start + settings.batch_size]
-                texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in chunk]
-                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            for start in range(0, len(order), settings.batch_size):
+                chunk = order[start : start + settings.batch_size]
+                enc = tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
                 out = model.generate(
-                    **enc, max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+                    **enc.to(model.device), max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                    **sampling,
                 )
-                responses.extend(tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+                decoded = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+                for i, text in zip(chunk, decoded):
+                    responses[i] = text
                 bar.update(len(chunk))
     finally:
         tokenizer.padding_side = padding_side

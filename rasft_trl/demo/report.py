@@ -106,6 +106,73 @@ def format_accuracy_table(results: dict[str, Any]) -> str:
     return "\n".join(rendered)
 
 
+def window_means(log_history: list[dict[str, Any]], key: str, fraction: float = 0.2) -> tuple[float, float] | None:
+    """Mean of a logged metric over the first and over the last `fraction` of the training steps (at least one
+    step each; steps that did not log it are skipped). `None` when the metric was never logged."""
+    _, values = series(log_history, key)
+    if not values:
+        return None
+    n = max(1, int(len(values) * fraction))
+    return sum(values[:n]) / n, sum(values[-n:]) / n
+
+
+def mechanism_summary(log_history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What RASFT's mechanism did in one run, from its log history; `None` for a run that drew no rollouts.
+
+    Keys: rollout accuracy and mean expert coefficient over the first / last fifth of the steps and over all steps,
+    the fewest problems routed to rollouts in any step, and the correct rollouts used as training targets.
+    """
+    steps = training_logs(log_history)
+    if not any("rollouts/problems" in entry for entry in steps):
+        return None
+    _, accuracy = series(log_history, "rollouts/accuracy")
+    _, routed = series(log_history, "rollouts/problems")
+    _, targets = series(log_history, "rollouts/targets")
+    _, truncated = series(log_history, "rollouts/truncated")
+    _, drawn = series(log_history, "rollouts/drawn")
+    return {
+        "steps": len(steps),
+        "rollout_accuracy_first_last": window_means(log_history, "rollouts/accuracy"),
+        "rollout_accuracy_mean": sum(accuracy) / len(accuracy) if accuracy else None,
+        "expert_coef_first_last": window_means(log_history, "pool/expert_coef_mean"),
+        "solvability_first_last": window_means(log_history, "pool/mean_solvability"),
+        "min_problems_routed": min(routed) if len(routed) == len(steps) else 0,
+        "rollouts_drawn": sum(drawn),
+        "rollout_targets": sum(targets),
+        "rollouts_truncated": sum(truncated),
+    }
+
+
+def format_mechanism_table(results: dict[str, Any]) -> str:
+    """Plain-text table of [`mechanism_summary`] for every method that drew rollouts ("" when none did)."""
+    header = ["method", "rollout acc first->last", "expert coef first->last", "min routed/step",
+              "targets / drawn", "truncated"]
+    lines = [header]
+    for method, outcome in results["methods"].items():
+        summary = mechanism_summary(outcome["log_history"])
+        if summary is None:
+            continue
+
+        def pair(key: str, fmt: str) -> str:
+            values = summary[key]
+            return "-" if values is None else f"{values[0]:{fmt}} -> {values[1]:{fmt}}"
+
+        lines.append([
+            method,
+            pair("rollout_accuracy_first_last", ".2f"),
+            pair("expert_coef_first_last", ".3f"),
+            f"{summary['min_problems_routed']:.0f}",
+            f"{summary['rollout_targets']:.0f} / {summary['rollouts_drawn']:.0f}",
+            f"{summary['rollouts_truncated']:.0f}",
+        ])
+    if len(lines) == 1:
+        return ""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    rendered = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines]
+    rendered.insert(1, "  ".join("-" * w for w in widths))
+    return "Mechanism (first -> last fifth of the steps):\n" + "\n".join(rendered)
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]], first: tuple[str, ...] = ()) -> None:
     """Write dict rows as CSV; columns are the union of the keys (`first` ones leading, the rest sorted)."""
     keys = {k for row in rows for k in row}

@@ -21,14 +21,22 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .warmstart import WarmStartSettings
+
 #: prompt + completion budget in tokens: prompts are under 110 tokens, rollouts at most `rollout_max_new_tokens`
 MAX_LENGTH = 256
 
-#: the baselines are the same trainer with switches (paper Table 1 / Table 2)
+#: the baselines and ablations are the same trainer with switches (paper Table 1 / Table 2)
 METHODS: dict[str, dict[str, Any]] = {
     "rasft": dict(use_rollouts=True, use_ratio=True, adaptive_weights=True, token_factor="dft"),
     "sft": dict(use_rollouts=False, use_ratio=False, token_factor="sft"),
     "dft": dict(use_rollouts=False, use_ratio=False, token_factor="dft"),
+    # transfer variant: RASFT with the SFT token factor
+    "rasft_sft": dict(use_rollouts=True, use_ratio=True, adaptive_weights=True, token_factor="sft"),
+    # ablations (Table 2): expert only with the ratio; equal pool weights; rho = 1
+    "no_rollouts": dict(use_rollouts=False, use_ratio=True, token_factor="dft"),
+    "no_adaptivity": dict(use_rollouts=True, use_ratio=True, adaptive_weights=False, token_factor="dft"),
+    "no_ratio": dict(use_rollouts=True, use_ratio=False, adaptive_weights=True, token_factor="dft"),
 }
 
 
@@ -38,19 +46,24 @@ class DemoArgs:
 
     output_dir: str = "demo_report"
     compare: bool = False
-    max_steps: int = 30
+    max_steps: int = 20
     num_train: int | None = None
-    num_eval: int = 64
+    num_eval: int = 96
     cache_dir: str | None = None
     lora: bool = True
     bf16: bool | None = None
+    generation_precision: str | None = None
     batch_size: int = 8
     learning_rate: float | None = None
     num_rollouts: int = 3
-    rollout_max_new_tokens: int = 80
-    eval_max_new_tokens: int = 96
-    eval_batch_size: int = 64
+    repetition_penalty: float = 1.0
+    rollout_max_new_tokens: int = 64
+    eval_max_new_tokens: int = 64
+    eval_batch_size: int = 96
     calibration_sample_size: int = 64
+    window_start: tuple[float, float] = (0.0, 0.6)
+    window_end: tuple[float, float] = (0.0, 0.6)
+    warm_start_steps: int = WarmStartSettings.steps
     seed: int = 42
 
     @property
@@ -64,11 +77,24 @@ class DemoArgs:
         return cpu_has_native_bf16() if self.bf16 is None else self.bf16
 
     @property
+    def generation_dtype(self):
+        """dtype of the generation copy (rollouts and evaluation): the flag, else bf16 where the CPU has native bf16."""
+        import torch
+
+        precision = self.generation_precision or ("bf16" if cpu_has_native_bf16() else "fp32")
+        return torch.bfloat16 if precision == "bf16" else torch.float32
+
+    @property
     def lr(self) -> float:
         """Learning rate: the flag, else 1e-4 for full fine-tuning and 5e-4 for LoRA."""
         if self.learning_rate is not None:
             return self.learning_rate
         return 5e-4 if self.lora else 1e-4
+
+    @property
+    def warm_start(self) -> WarmStartSettings:
+        """Settings of the shared SFT warm start (fixed data seed: every seed of a study starts from the same weights)."""
+        return WarmStartSettings(steps=self.warm_start_steps)
 
 
 def parse_args(argv: list[str] | None = None) -> DemoArgs:
@@ -101,13 +127,45 @@ def parse_args(argv: list[str] | None = None) -> DemoArgs:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="problems per optimizer step")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: 1e-4 (full) / 5e-4 (LoRA)")
     parser.add_argument("--num-rollouts", type=int, default=defaults.num_rollouts, help="rollouts K per problem")
-    parser.add_argument("--rollout-max-new-tokens", type=int, default=defaults.rollout_max_new_tokens)
+    parser.add_argument(
+        "--repetition-penalty", type=float, default=defaults.repetition_penalty,
+        help="rollout repetition penalty (default: %(default)s; the paper's 1.1 penalizes copying the question's "
+        "numbers into the equations: sampled accuracy of the warm start 0.30 vs 0.45 on level 2)",
+    )
+    parser.add_argument(
+        "--rollout-max-new-tokens", type=int, default=defaults.rollout_max_new_tokens,
+        help="rollout budget; the longest expert solution is about 45 tokens (default: %(default)s)",
+    )
     parser.add_argument("--eval-max-new-tokens", type=int, default=defaults.eval_max_new_tokens)
     parser.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size)
     parser.add_argument("--calibration-sample-size", type=int, default=defaults.calibration_sample_size)
+    parser.add_argument(
+        "--window-start", type=float, nargs=2, default=defaults.window_start, metavar=("LOW", "HIGH"),
+        help="expert-loss window quantiles at the start (default: %(default)s, the same at the end: every problem "
+        "but the hardest 40%% at calibration, so that a batch of 8 routes problems at every step; the paper's window "
+        "moves from 0.2-0.45 to 0.5-0.75)",
+    )
+    parser.add_argument(
+        "--window-end", type=float, nargs=2, default=defaults.window_end, metavar=("LOW", "HIGH"),
+        help="window quantiles at the end of training (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--warm-start-steps", type=int, default=defaults.warm_start_steps,
+        help="SFT steps of the shared, cached warm start on its own split; 0 starts from the base model "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--generation-precision", choices=("bf16", "fp32"), default=None,
+        help="precision of the copy that samples rollouts and evaluates (default: bf16 where the CPU has native "
+        "bf16, else fp32); training keeps its own precision",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     ns = parser.parse_args(argv)
-    args = DemoArgs(**{k: v for k, v in vars(ns).items()})
+    values = vars(ns)
+    values["window_start"], values["window_end"] = tuple(values["window_start"]), tuple(values["window_end"])
+    args = DemoArgs(**values)
+    if args.warm_start_steps < 0:
+        parser.error(f"--warm-start-steps must be >= 0, got {args.warm_start_steps}")
     for name in ("max_steps", "num_eval", "batch_size", "num_rollouts"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -131,8 +189,12 @@ def make_config(method: str, args: DemoArgs, output_dir: str):
         logging_steps=1,
         report_to="none",
         max_new_tokens=args.rollout_max_new_tokens,
+        repetition_penalty=args.repetition_penalty,
         max_length=MAX_LENGTH,
         calibration_sample_size=args.calibration_sample_size,
+        window_start_quantiles=list(args.window_start),
+        window_end_quantiles=list(args.window_end),
+        warmup_steps=0,
         save_strategy="no",
         seed=args.seed,
         **METHODS[method],
@@ -154,56 +216,10 @@ def lora_config():
     return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-class RolloutProgress:
-    """Generation backend that shows a progress bar (one tick per decoding step) while rollouts are drawn.
-
-    It delegates to the trainer's default backend (`make_generation_backend`); on CPU one batch of rollouts takes
-    tens of seconds, and the default backend prints nothing meanwhile. Call [`bind`] with the trainer once it exists.
-    """
-
-    def __init__(self, max_new_tokens: int):
-        self.max_new_tokens = max_new_tokens
-        self.trainer = None
-        self._inner = None
-
-    def bind(self, trainer) -> None:
-        """Attach the trainer whose model and accelerator the default backend uses."""
-        self.trainer = trainer
-
-    def _backend(self):
-        if self._inner is None:
-            from rasft_trl.generation import make_generation_backend
-
-            self._inner = make_generation_backend(self.trainer)
-        return self._inner
-
-    def sync_weights(self) -> None:
-        """Delegate to the default backend."""
-        self._backend().sync_weights()
-
-    def generate(self, prompt_ids: list[list[int]], num_samples: int) -> list[list[int]]:
-        """Delegate to the default backend, counting the model's forward calls (prefill + one per new token)."""
-        from tqdm.auto import tqdm
-
-        if not prompt_ids:
-            return self._backend().generate(prompt_ids, num_samples)
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the wrapped LM
-        desc = f"Rollouts ({len(prompt_ids)} problems x {num_samples})"
-        with tqdm(total=self.max_new_tokens + 1, desc=desc, unit="tok", leave=False) as bar:
-
-            def tick(*_) -> None:  # a forward hook that returns a value would replace the model's output
-                bar.update(1)
-
-            handle = base.register_forward_hook(tick)
-            try:
-                return self._backend().generate(prompt_ids, num_samples)
-            finally:
-                handle.remove()
-
-
 def train_method(method: str, args: DemoArgs, model_path: str, train_rows: list[dict], work_dir: str):
-    """Train one method from a fresh copy of the initial model.
+    """Train one method from a fresh copy of the initial model at `model_path`.
+
+    Rollouts are sampled from a copy of the policy in `args.generation_dtype` ([`CopyGeneration`]).
 
     Returns:
         `(trained_model, tokenizer, log_history)`.
@@ -212,26 +228,48 @@ def train_method(method: str, args: DemoArgs, model_path: str, train_rows: list[
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rasft_trl import RASFTTrainer
+    from rasft_trl.demo.generation import CopyGeneration
+    from rasft_trl.generation import SamplingSettings
 
     model = AutoModelForCausalLM.from_pretrained(model_path, local_files_only=True, dtype="float32")
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    progress = RolloutProgress(args.rollout_max_new_tokens)
+    config = make_config(method, args, os.path.join(work_dir, method))
+    backend = None
+    if config.use_rollouts:
+        backend = CopyGeneration(
+            model_path, args.generation_dtype, SamplingSettings.from_config(config), tokenizer.eos_token_id
+        )
     trainer = RASFTTrainer(
         model=model,
-        args=make_config(method, args, os.path.join(work_dir, method)),
+        args=config,
         train_dataset=Dataset.from_list(train_rows),
         processing_class=tokenizer,
         peft_config=lora_config() if args.lora else None,
         verifier="math",
-        generation_backend=progress,
+        generation_backend=backend,
     )
-    progress.bind(trainer)
+    if backend is not None:
+        backend.bind(trainer)
     trainer.train()
     trained = trainer.accelerator.unwrap_model(trainer.model)
     history = list(trainer.state.log_history)
     del trainer
     gc.collect()
     return trained, tokenizer, history
+
+
+def evaluation_copy(model_path: str, args: DemoArgs, policy=None):
+    """The model evaluated: the model at `model_path` in the generation precision, with `policy`'s weights if given
+    (a trained LoRA policy is merged out of place)."""
+    from rasft_trl.demo.generation import copy_policy, load_copy
+
+    model = load_copy(model_path, args.generation_dtype)
+    if policy is not None:
+        import torch
+
+        with torch.no_grad():
+            copy_policy(policy, model)
+    return model
 
 
 @contextmanager
@@ -250,23 +288,34 @@ def timed(name: str, timings: dict[str, float], cpu_seconds: dict[str, float]):
 
 def run_demo(args: DemoArgs) -> dict[str, Any]:
     """Run every phase, write the report folder and return the results dict (see [`~rasft_trl.demo.report`])."""
+    from transformers import AutoTokenizer
+
     from rasft_trl.demo.data import build_splits
     from rasft_trl.demo.evaluate import EvalSettings, evaluate
-    from rasft_trl.demo.model import demo_model_path, load_demo_model
-    from rasft_trl.demo.report import format_accuracy_table, write_report
+    from rasft_trl.demo.model import demo_model_path
+    from rasft_trl.demo.report import (
+        format_accuracy_table,
+        format_mechanism_table,
+        mechanism_summary,
+        write_report,
+    )
+    from rasft_trl.demo.warmstart import read_meta, warm_start_path
 
     timings: dict[str, float] = {}
     cpu_seconds: dict[str, float] = {}
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     with timed("load_model", timings, cpu_seconds):
-        model_path = demo_model_path(args.cache_dir)
-        model, tokenizer = load_demo_model(args.cache_dir)
+        base_path = demo_model_path(args.cache_dir)
+    with timed("warm_start", timings, cpu_seconds):
+        start_path = warm_start_path(base_path, args.warm_start, bf16=args.use_bf16)
+    tokenizer = AutoTokenizer.from_pretrained(start_path, local_files_only=True)
     with timed("build_data", timings, cpu_seconds):
-        splits = build_splits(args.train_size, args.num_eval, seed=args.seed)
+        splits = build_splits(args.train_size, args.num_eval, seed=args.seed, num_warmup=args.warm_start.num_problems)
     settings = EvalSettings(max_new_tokens=args.eval_max_new_tokens, batch_size=args.eval_batch_size)
     with timed("eval/untrained", timings, cpu_seconds):
-        untrained = evaluate(model, tokenizer, splits["eval"], settings, desc="Evaluating untrained model")
-    print(f"[demo] untrained: {untrained.num_correct}/{untrained.num_problems} correct", flush=True)
+        model = evaluation_copy(start_path, args)
+        untrained = evaluate(model, tokenizer, splits["eval"], settings, desc="Evaluating the starting model")
+    print(f"[demo] starting model: {untrained.num_correct}/{untrained.num_problems} correct", flush=True)
     del model
     gc.collect()
 
@@ -278,16 +327,18 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
                 f"[demo] training {method} for {args.max_steps} steps on {len(splits['train'])} problems", flush=True
             )
             with timed(f"train/{method}", timings, cpu_seconds):
-                trained, tok, history = train_method(method, args, model_path, splits["train"], work_dir)
+                trained, tok, history = train_method(method, args, start_path, splits["train"], work_dir)
             with timed(f"eval/{method}", timings, cpu_seconds):
-                result = evaluate(trained, tok, splits["eval"], settings, desc=f"Evaluating {method}")
+                model = evaluation_copy(start_path, args, trained)
+                result = evaluate(model, tok, splits["eval"], settings, desc=f"Evaluating {method}")
             print(f"[demo] {method}: {result.num_correct}/{result.num_problems} correct", flush=True)
             outcomes[method] = {
                 "eval": result.to_dict(),
                 "log_history": history,
                 "train_seconds": timings[f"train/{method}"],
+                "mechanism": mechanism_summary(history),
             }
-            del trained
+            del trained, model
             gc.collect()
     timings["total"] = round(time.perf_counter() - wall_start, 2)
     cpu_seconds["total"] = round(time.process_time() - cpu_start, 2)
@@ -299,6 +350,8 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
             "eval": settings.describe(),
             "finetuning": "lora" if args.lora else "full",
             "precision": "bf16 autocast" if args.use_bf16 else "fp32",
+            "generation_precision": str(args.generation_dtype).removeprefix("torch."),
+            "warm_start": read_meta(start_path),
             "torch_threads": _torch_threads(),
         },
         "timings": timings,
@@ -308,9 +361,13 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
     }
     write_report(args.output_dir, results)
     print("\n" + format_accuracy_table(results))
+    mechanism = format_mechanism_table(results)
+    if mechanism:
+        print("\n" + mechanism)
     print(
-        f"\nHeld-out accuracy, {settings.describe()}. Total: {timings['total']:.0f} s wall, "
-        f"{cpu_seconds['total']:.0f} s CPU. Report: {os.path.abspath(args.output_dir)}",
+        f"\nHeld-out accuracy, {settings.describe()}; 'before' is the shared warm-started model every method starts "
+        f"from. Total: {timings['total']:.0f} s wall, {cpu_seconds['total']:.0f} s CPU. "
+        f"Report: {os.path.abspath(args.output_dir)}",
         flush=True,
     )
     return results

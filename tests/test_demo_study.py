@@ -1,0 +1,147 @@
+"""The demo's generation copy, mechanism summary and study protocol (fast: tiny model and synthetic records)."""
+
+import math
+
+import pytest
+import torch
+
+from rasft_trl.demo.report import format_mechanism_table, mechanism_summary, window_means
+from rasft_trl.demo.study import (
+    FAMILIES,
+    Cell,
+    StudyArgs,
+    choose_learning_rates,
+    format_table,
+    mean_interval,
+    parse_args,
+    selection_cells,
+    summarize,
+)
+from rasft_trl.demo.study import test_cells as planned_test_cells
+
+
+def test_generation_copy_follows_a_lora_policy_without_touching_it(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rasft_trl.demo.generation import copy_policy, load_copy
+
+    policy = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], task_type="CAUSAL_LM"),
+    )
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # a trained adapter
+    base_before = {n: p.clone() for n, p in policy.named_parameters() if "lora_" not in n}
+    copy = load_copy(tiny_model_dir, torch.float32)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    assert not torch.allclose(copy(ids).logits, policy(input_ids=ids).logits, atol=1e-4)  # before the sync
+    copy_policy(policy, copy)
+    assert torch.allclose(copy(ids).logits, policy(input_ids=ids).logits, atol=1e-5)
+    for name, param in policy.named_parameters():
+        if name in base_before:
+            assert torch.equal(base_before[name], param), f"{name} changed"
+    with policy.disable_adapter():  # the reference is still the initial model
+        initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        assert torch.allclose(policy(input_ids=ids).logits, initial(ids).logits, atol=1e-6)
+    bf16 = load_copy(tiny_model_dir, torch.bfloat16)
+    copy_policy(policy, bf16)
+    assert bf16.dtype == torch.bfloat16
+    assert torch.allclose(bf16(ids).logits.float(), policy(input_ids=ids).logits, atol=0.1)
+
+
+def history(acc, coef, routed):
+    rows = [{"loss": 1.0, "step": i + 1, "rollouts/accuracy": a, "pool/expert_coef_mean": c, "rollouts/problems": r,
+             "rollouts/drawn": 3 * r, "rollouts/targets": r, "rollouts/truncated": 1, "pool/mean_solvability": a}
+            for i, (a, c, r) in enumerate(zip(acc, coef, routed))]
+    return rows + [{"train_runtime": 1.0, "step": len(acc)}]
+
+
+def test_mechanism_summary_first_and_last_fifth():
+    h = history([0.1] * 5 + [0.5] * 5, [0.9] * 5 + [0.7] * 5, [2, 3, 1, 4, 2, 2, 2, 2, 2, 5])
+    s = mechanism_summary(h)
+    assert s["rollout_accuracy_first_last"] == pytest.approx((0.1, 0.5))  # 2 steps each of 10
+    assert s["expert_coef_first_last"] == pytest.approx((0.9, 0.7))
+    assert s["rollout_accuracy_mean"] == pytest.approx(0.3)
+    assert s["min_problems_routed"] == 1 and s["rollout_targets"] == 25 and s["rollouts_drawn"] == 75
+    assert s["rollouts_truncated"] == 10
+    assert window_means(h[:3], "rollouts/accuracy") == pytest.approx((0.1, 0.1))
+    # a step without rollouts counts as zero problems routed
+    gap = history([0.1, 0.2], [0.9, 0.9], [1, 1])
+    del gap[1]["rollouts/problems"]
+    assert mechanism_summary(gap)["min_problems_routed"] == 0
+    assert mechanism_summary([{"loss": 1.0, "step": 1}]) is None
+    table = format_mechanism_table({"methods": {"rasft": {"log_history": h}, "sft": {"log_history": []}}})
+    assert "0.10 -> 0.50" in table and "0.900 -> 0.700" in table and "25 / 75" in table
+    assert not any(line.startswith("sft") for line in table.splitlines())
+
+
+def test_mean_interval_is_student_t():
+    mean, half = mean_interval([0.5, 0.6, 0.7])
+    assert mean == pytest.approx(0.6)
+    assert half == pytest.approx(4.303 * 0.1 / math.sqrt(3))
+    assert mean_interval([0.4]) == (0.4, 0.0)
+
+
+def record(acc_val=None, test=None, ood=None, mechanism=None):
+    ev = {}
+    if acc_val is not None:
+        ev["validation"] = {"accuracy": acc_val, "accuracy_by_level": {"1": acc_val}}
+    if test is not None:
+        ev["test"] = {"accuracy": test, "accuracy_by_level": {"1": test}}
+        ev["ood"] = {"accuracy": ood, "accuracy_by_level": {"0": ood}}
+    return {"eval": ev, "train_wall_seconds": 10.0, "train_cpu_seconds": 20.0, "rollout_tokens": 5,
+            "mechanism": mechanism}
+
+
+def test_learning_rates_are_chosen_per_family_on_validation_only():
+    study = StudyArgs(methods=("sft", "rasft", "rasft_sft"), seeds=2, lr_grid=(1e-4, 1e-3))
+    cells = selection_cells(study)
+    assert {c.method for c in cells} == {"sft", "dft"} and all(c.splits == ("validation",) for c in cells)
+    val = {("sft", 1e-4): 0.3, ("sft", 1e-3): 0.5, ("dft", 1e-4): 0.4, ("dft", 1e-3): 0.4}
+    records = {c.name: record(acc_val=val[(c.method, c.learning_rate)]) for c in cells}
+    chosen = choose_learning_rates(study, records)
+    assert chosen["sft"]["chosen"] == 1e-3 and chosen["dft"]["chosen"] == 1e-4  # a tie goes to the smaller rate
+    cells = planned_test_cells(study, chosen)
+    lrs = {(c.method, c.seed): c.learning_rate for c in cells}
+    assert lrs[("rasft", 1)] == 1e-4 and lrs[("rasft_sft", 0)] == 1e-3 and lrs[("base", 0)] == 0.0
+    assert all("validation" not in c.splits for c in cells)
+    mech = {"rollout_accuracy_first_last": [0.2, 0.4], "expert_coef_first_last": [0.9, 0.8],
+            "solvability_first_last": [0.2, 0.4], "rollout_accuracy_mean": 0.3, "min_problems_routed": 1,
+            "rollout_targets": 10, "rollouts_drawn": 30, "rollouts_truncated": 0}
+    test_acc = {"base": [0.2], "sft": [0.5, 0.7], "rasft": [0.6, 0.6], "rasft_sft": [0.4, 0.5]}
+    records = {c.name: record(test=test_acc[c.method][c.seed], ood=0.1, mechanism=mech if "rasft" in c.method else None)
+               for c in cells}
+    rows = summarize(study, chosen, records)
+    assert rows["sft"]["test"]["mean"] == pytest.approx(0.6)
+    assert rows["sft"]["test"]["ci95"] == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
+    assert rows["rasft"]["test"]["ci95"] == 0.0 and rows["rasft"]["mechanism"]["rollout_targets"] == 10
+    table = format_table(rows)
+    assert "| sft | 0.001 | 60.0 ± 127.1 |" in table and "0.20 → 0.40" in table
+
+
+def test_study_cli():
+    args = parse_args([])
+    assert args.seeds >= 3 and args.num_test >= 256 and args.num_ood > 0 and set(args.methods) <= set(FAMILIES)
+    assert {"sft", "dft", "rasft", "rasft_sft", "no_rollouts", "no_adaptivity", "no_ratio"} <= set(args.methods)
+    assert parse_args(["--methods", "sft,rasft", "--seeds", "2"]).methods == ("sft", "rasft")
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "grpo"])
+    assert Cell("rasft", 1, 5e-4, ("test",), "test").name == "test-rasft-seed1-lr0.0005"
+
+
+def test_evaluation_batches_by_length_but_answers_in_order(tiny_model_dir):
+    """Batched greedy answers (sorted by prompt length internally) equal one-at-a-time answers, in input order."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rasft_trl.demo.evaluate import EvalSettings, generate_responses
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [[{"role": "user", "content": text}] for text in ("a much longer question 1 + 2 + 3 + 4?", "1+1?",
+                                                                 "what is 12 * 3, please?", "7")]
+    one = [generate_responses(model, tokenizer, [p], EvalSettings(max_new_tokens=5, batch_size=1))[0] for p in prompts]
+    batched = generate_responses(model, tokenizer, prompts, EvalSettings(max_new_tokens=5, batch_size=3))
+    assert batched == one and len(set(one)) > 1
