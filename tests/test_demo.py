@@ -172,3 +172,26 @@ def test_demo_end_to_end(tmp_path):
     assert metrics["untrained"]["accuracy"] is not None and metrics["methods"]["rasft"]["eval"]["accuracy"] is not None
     steps = [e for e in metrics["methods"]["rasft"]["log_history"] if "loss" in e]
     assert len(steps) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_study_end_to_end_and_resume(tmp_path):
+    """The study command on the real model at a toy size: selection, test runs, report; a rerun resumes."""
+    from rasft_trl.demo.study import main
+
+    argv = ["--output-dir", str(tmp_path / "study"), "--methods", "sft,rasft", "--seeds", "2", "--lr-grid",
+            "5e-4,1e-3", "--max-steps", "1", "--num-test", "3", "--num-ood", "2", "--num-validation", "3",
+            "--warm-start-steps", "2"]
+    rows = main(argv)
+    assert set(rows) == {"base", "sft", "rasft"}
+    assert len(rows["rasft"]["test"]["per_seed"]) == 2 and len(rows["base"]["ood"]["per_seed"]) == 1
+    cells = sorted(p.name for p in (tmp_path / "study" / "cells").glob("*.json"))
+    assert len(cells) == 4 + 1 + 4  # selection (sft, dft) x 2 rates, base, 2 methods x 2 seeds
+    report = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert set(report["learning_rates"]) == {"sft", "dft"}
+    assert (tmp_path / "study" / "study.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| rasft |" in (tmp_path / "study" / "study.md").read_text()
+    mtimes = {p.name: p.stat().st_mtime for p in (tmp_path / "study" / "cells").glob("*.json")}
+    main(argv)  # resumes: nothing to rerun
+    assert {p.name: p.stat().st_mtime for p in (tmp_path / "study" / "cells").glob("*.json")} == mtimes

@@ -108,6 +108,8 @@ def parse_args(argv: list[str] | None = None) -> StudyArgs:
     parser.add_argument("--jobs", type=int, default=d.jobs,
                         help="runs side by side, each with cores/jobs torch threads (default: %(default)s)")
     parser.add_argument("--cache-dir", default=None, help="model cache (default: $RASFT_TRL_CACHE or ~/.cache)")
+    parser.add_argument("--warm-start-steps", type=int, default=d.demo.warm_start_steps,
+                        help="SFT steps of the shared warm start (default: the demo's, %(default)s)")
     ns = parser.parse_args(argv)
     methods = tuple(m for m in ns.methods.split(",") if m)
     unknown = [m for m in methods if m not in FAMILIES]
@@ -120,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> StudyArgs:
         output_dir=ns.output_dir, methods=methods, seeds=ns.seeds,
         lr_grid=tuple(float(x) for x in ns.lr_grid.split(",") if x), max_steps=ns.max_steps,
         num_test=ns.num_test, num_ood=ns.num_ood, num_validation=ns.num_validation, jobs=ns.jobs,
-        cache_dir=ns.cache_dir,
+        cache_dir=ns.cache_dir, demo=DemoArgs(warm_start_steps=ns.warm_start_steps),
     )
 
 
