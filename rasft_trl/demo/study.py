@@ -44,6 +44,17 @@ STUDY_METHODS = ("sft", "dft", "rasft", "rasft_sft", "no_rollouts", "no_adaptivi
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
+def study_demo_defaults() -> DemoArgs:
+    """The training and evaluation settings of every study run, pinned here so that a later change of the demo's
+    defaults does not change what the committed study command measures (steps, seed and learning rate are set per
+    run)."""
+    return DemoArgs(
+        lora=True, batch_size=8, num_rollouts=3, repetition_penalty=1.0, rollout_max_new_tokens=64,
+        eval_max_new_tokens=64, eval_batch_size=96, calibration_sample_size=64, window_start=(0.0, 0.6),
+        window_end=(0.0, 0.6), warm_start_steps=24,
+    )
+
+
 @dataclass
 class StudyArgs:
     """Settings of the study (the CLI flags)."""
@@ -58,7 +69,7 @@ class StudyArgs:
     num_validation: int = 96
     jobs: int = 1
     cache_dir: str | None = None
-    demo: DemoArgs = field(default_factory=DemoArgs)
+    demo: DemoArgs = field(default_factory=study_demo_defaults)
 
     def demo_args(self, seed: int, learning_rate: float) -> DemoArgs:
         """The demo settings of one training run."""
@@ -122,7 +133,7 @@ def parse_args(argv: list[str] | None = None) -> StudyArgs:
         output_dir=ns.output_dir, methods=methods, seeds=ns.seeds,
         lr_grid=tuple(float(x) for x in ns.lr_grid.split(",") if x), max_steps=ns.max_steps,
         num_test=ns.num_test, num_ood=ns.num_ood, num_validation=ns.num_validation, jobs=ns.jobs,
-        cache_dir=ns.cache_dir, demo=DemoArgs(warm_start_steps=ns.warm_start_steps),
+        cache_dir=ns.cache_dir, demo=replace(study_demo_defaults(), warm_start_steps=ns.warm_start_steps),
     )
 
 
