@@ -145,3 +145,11 @@ def test_evaluation_batches_by_length_but_answers_in_order(tiny_model_dir):
     one = [generate_responses(model, tokenizer, [p], EvalSettings(max_new_tokens=5, batch_size=1))[0] for p in prompts]
     batched = generate_responses(model, tokenizer, prompts, EvalSettings(max_new_tokens=5, batch_size=3))
     assert batched == one and len(set(one)) > 1
+
+
+def test_study_module_runs_as_a_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "rasft_trl.demo.study", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--lr-grid" in out.stdout and "--seeds" in out.stdout

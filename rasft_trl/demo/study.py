@@ -388,3 +388,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     path = write_report(study, chosen, rows, time.perf_counter() - start)
     print("\n" + path.read_text())
     return rows
+
+
+if __name__ == "__main__":
+    main()
