@@ -51,7 +51,7 @@ def study_demo_defaults() -> DemoArgs:
     return DemoArgs(
         lora=True, batch_size=8, num_rollouts=3, repetition_penalty=1.0, rollout_max_new_tokens=64,
         eval_max_new_tokens=64, eval_batch_size=96, calibration_sample_size=64, window_start=(0.0, 0.6),
-        window_end=(0.0, 0.6), warm_start_steps=24,
+        window_end=(0.0, 0.6), window_recalibration_steps=0, warm_start_steps=24,
     )
 
 
@@ -246,10 +246,10 @@ def choose_learning_rates(study: StudyArgs, records: dict[str, dict]) -> dict[st
 
 
 def test_cells(study: StudyArgs, chosen: dict[str, dict]) -> list[Cell]:
+    # seed-major: an interrupted study has every method at the same number of seeds
     cells = [Cell("base", 0, 0.0, ("test", "ood"), "test")]
-    for method in study.methods:
-        lr = chosen[FAMILIES[method]]["chosen"]
-        cells += [Cell(method, seed, lr, ("test", "ood"), "test") for seed in range(study.seeds)]
+    for seed in range(study.seeds):
+        cells += [Cell(m, seed, chosen[FAMILIES[m]]["chosen"], ("test", "ood"), "test") for m in study.methods]
     return cells
 
 
