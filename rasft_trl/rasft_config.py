@@ -112,6 +112,11 @@ class RASFTConfig(_BaseConfig):
         calibration_sample_size (`int`, *optional*, defaults to `1000`):
             Number of training problems whose expert NLL under the initial policy calibrates the window quantiles
             (reference implementation: 1000). Capped at the dataset size.
+        window_recalibration_steps (`int`, *optional*, defaults to `0`):
+            `0` (paper, reference implementation): the quantiles are measured once, on the initial policy. `N > 0`:
+            they are measured again on the current policy every `N` optimizer steps, so that the window keeps
+            selecting the same share of problems while training moves every expert NLL (each recalibration costs
+            one no-grad forward over `calibration_sample_size` demonstrations; counted as `window/calibrations`).
         window_start_quantiles (`list[float]`, *optional*, defaults to `[0.2, 0.45]`):
             Quantiles of the calibration NLLs bounding the window at the start of training.
         window_end_quantiles (`list[float]`, *optional*, defaults to `[0.5, 0.75]`):
@@ -286,6 +291,11 @@ class RASFTConfig(_BaseConfig):
     calibration_sample_size: int = field(
         default=1000, metadata={"help": "Problems whose expert NLL calibrates the window quantiles."}
     )
+    window_recalibration_steps: int = field(
+        default=0,
+        metadata={"help": "0: calibrate the window quantiles once, on the initial policy (paper). N > 0: measure "
+                  "them again on the current policy every N optimizer steps."},
+    )
     window_start_quantiles: list[float] = field(
         default_factory=lambda: [0.2, 0.45], metadata={"help": "Window [low, high] quantiles at the start."}
     )
@@ -380,6 +390,8 @@ class RASFTConfig(_BaseConfig):
         require(self.vllm_sync_steps >= 1, f"vllm_sync_steps must be >= 1, got {self.vllm_sync_steps}.")
         require(0 < self.vllm_gpu_memory_utilization <= 1, f"vllm_gpu_memory_utilization must be in (0, 1], got "
                 f"{self.vllm_gpu_memory_utilization}.")
+        require(self.window_recalibration_steps >= 0, f"window_recalibration_steps must be >= 0, got "
+                f"{self.window_recalibration_steps}.")
         require(self.calibration_sample_size >= 1, f"calibration_sample_size must be >= 1, got "
                 f"{self.calibration_sample_size}.")
         for name in ("window_start_quantiles", "window_end_quantiles"):

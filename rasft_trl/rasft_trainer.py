@@ -144,6 +144,7 @@ class RASFTTrainer(_BaseTrainer):
         self.ref_model = self._prepare_reference(ref_model)
         self._generation_backend = generation_backend
         self._calibration: curriculum.WindowCalibration | None = None
+        self._calibrated_at = 0  # optimizer step of the last calibration
         self._expert_ref_cache: dict[int, torch.Tensor] = {}
         self._synced_step = 0
         self._metrics: dict[str, list[float]] = defaultdict(list)
@@ -277,8 +278,11 @@ class RASFTTrainer(_BaseTrainer):
     def _route(self, experts: list[Trajectory]) -> torch.Tensor:
         """Expert-loss window: which problems of this step get rollouts ([P] bool)."""
         args = self.args
-        if self._calibration is None:
+        step, every = self.state.global_step, args.window_recalibration_steps
+        if self._calibration is None or (every and step - self._calibrated_at >= every):
             self._calibration = self._calibrate()
+            self._calibrated_at = step
+            self._counters["window/calibrations"] += 1
         nlls = self._expert_nlls(experts)  # [P]
         progress = self.state.global_step / max(self.state.max_steps, 1)
         low, high = curriculum.window_bounds(self._calibration, progress)
@@ -616,14 +620,16 @@ class RASFTTrainer(_BaseTrainer):
         if self._calibration is not None and self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
             with open(os.path.join(folder, STATE_FILE), "w") as f:
-                json.dump({"calibration": self._calibration.to_dict()}, f)
+                json.dump({"calibration": self._calibration.to_dict(), "calibrated_at": self._calibrated_at}, f)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         path = os.path.join(checkpoint, STATE_FILE) if checkpoint else None
         if path and os.path.isfile(path):
             with open(path) as f:
-                self._calibration = curriculum.WindowCalibration.from_dict(json.load(f)["calibration"])
+                state = json.load(f)
+            self._calibration = curriculum.WindowCalibration.from_dict(state["calibration"])
+            self._calibrated_at = state.get("calibrated_at", 0)
 
 
 def _identity_collator(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

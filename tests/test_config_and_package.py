@@ -23,7 +23,7 @@ def test_paper_defaults():
         ("num_rollouts", 0), ("temperature", -1.0), ("top_p", 1.5), ("w_min", 5.0), ("ratio_clip_low", 1.5),
         ("ratio_clip_high", 0.9), ("token_factor", "bogus"), ("loss_aggregation", "sum"),
         ("window_start_quantiles", [0.6, 0.2]), ("rollout_fraction", 2.0), ("profit_threshold", -0.1),
-        ("max_new_tokens", 0),
+        ("max_new_tokens", 0), ("window_recalibration_steps", -1), ("min_p", 1.5),
     ],
 )
 def test_bad_values_are_rejected_with_the_value(field, value):

@@ -195,3 +195,22 @@ def test_study_end_to_end_and_resume(tmp_path):
     mtimes = {p.name: p.stat().st_mtime for p in (tmp_path / "study" / "cells").glob("*.json")}
     main(argv)  # resumes: nothing to rerun
     assert {p.name: p.stat().st_mtime for p in (tmp_path / "study" / "cells").glob("*.json")} == mtimes
+
+
+def test_demo_settings_reach_the_trainer_config(tmp_path):
+    from rasft_trl.demo.run import make_config
+
+    args = parse_args([])
+    assert args.warm_start_steps > 0 and args.max_steps * args.batch_size == args.train_size
+    config = make_config("rasft", args, str(tmp_path))
+    assert config.window_start_quantiles == list(args.window_start) == [0.0, 0.6]
+    assert config.window_recalibration_steps == args.window_recalibration_steps > 0
+    assert config.repetition_penalty == 1.0 and config.max_new_tokens == 64 and config.mask_truncated_completions
+    args = parse_args(["--window-start", "0.2", "0.45", "--window-end", "0.5", "0.75", "--window-recalibration-steps",
+                       "0", "--repetition-penalty", "1.1", "--warm-start-steps", "0", "--generation-precision", "fp32"])
+    config = make_config("no_ratio", args, str(tmp_path))
+    assert config.window_end_quantiles == [0.5, 0.75] and config.window_recalibration_steps == 0
+    assert config.repetition_penalty == 1.1 and not config.use_ratio and args.warm_start.steps == 0
+    assert str(args.generation_dtype) == "torch.float32"
+    with pytest.raises(SystemExit):
+        parse_args(["--warm-start-steps", "-1"])

@@ -139,3 +139,15 @@ def test_optional_splits_are_disjoint_and_stable():
     assert len(ood_templates) == len(OOD_TEMPLATES) == 4 and ood_templates.isdisjoint(train_templates)
     for row in splits["ood"]:
         assert last_boxed(row["completion"]) == row["answer"]
+
+
+def test_warm_start_cache_key_and_disabled_warm_start(tmp_path):
+    from rasft_trl.demo.warmstart import WarmStartSettings, read_meta, warm_start_path
+
+    a, b = WarmStartSettings(), WarmStartSettings(steps=2)
+    assert a.key() != b.key() and a.key() == WarmStartSettings().key() and len(a.key()) == 10
+    assert WarmStartSettings(learning_rate=5e-4).key() != a.key()
+    assert a.num_problems == a.steps * a.batch_size
+    # steps=0: every method starts from the base model itself, nothing is trained or written
+    assert warm_start_path(str(tmp_path), WarmStartSettings(steps=0)) == str(tmp_path)
+    assert read_meta(str(tmp_path)) is None and list(tmp_path.iterdir()) == []

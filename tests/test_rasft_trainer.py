@@ -315,3 +315,30 @@ def test_rollout_filters_drop_and_count(tmp_path, tiny_model_dir):
     assert verifier.seen == 4
     assert batches[0]["is_expert"].tolist() == [True, False] * 4
     assert trainer._metrics["pool/mean_solvability"][-1] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("every, expected", [(0, 1), (1, 3), (2, 2)])
+def test_window_recalibration_schedule(tmp_path, tiny_model_dir, every, expected):
+    calibrations = []
+    trainer = RASFTTrainer(
+        tiny_model_dir, make_args(tmp_path, max_steps=3, window_recalibration_steps=every, save_strategy="steps",
+                                  save_steps=3),
+        Dataset.from_dict(math_rows(12)), verifier=PatternVerifier([1.0, 0.0]),
+    )
+    original = trainer._calibrate
+
+    def recording():
+        calibrations.append(trainer.state.global_step)
+        return original()
+
+    trainer._calibrate = recording
+    trainer.train()
+    assert len(calibrations) == expected and calibrations[0] == 0
+    assert calibrations == list(range(0, 3, every))[:expected] if every else calibrations == [0]
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert logs[-1]["window/calibrations"] == expected
+    import json
+    import os
+
+    state = json.loads(open(os.path.join(trainer.args.output_dir, "checkpoint-3", "rasft_state.json")).read())
+    assert state["calibrated_at"] == calibrations[-1]

@@ -63,6 +63,7 @@ class DemoArgs:
     calibration_sample_size: int = 64
     window_start: tuple[float, float] = (0.0, 0.6)
     window_end: tuple[float, float] = (0.0, 0.6)
+    window_recalibration_steps: int = 5
     warm_start_steps: int = WarmStartSettings.steps
     seed: int = 42
 
@@ -150,6 +151,12 @@ def parse_args(argv: list[str] | None = None) -> DemoArgs:
         help="window quantiles at the end of training (default: %(default)s)",
     )
     parser.add_argument(
+        "--window-recalibration-steps", type=int, default=defaults.window_recalibration_steps,
+        help="measure the window quantiles again on the current policy every N steps; 0: once, on the starting model "
+        "(the paper). Training moves every expert NLL, and a window fixed at the start routes fewer problems as it "
+        "goes (default: %(default)s)",
+    )
+    parser.add_argument(
         "--warm-start-steps", type=int, default=defaults.warm_start_steps,
         help="SFT steps of the shared, cached warm start on its own split; 0 starts from the base model "
         "(default: %(default)s)",
@@ -194,6 +201,7 @@ def make_config(method: str, args: DemoArgs, output_dir: str):
         calibration_sample_size=args.calibration_sample_size,
         window_start_quantiles=list(args.window_start),
         window_end_quantiles=list(args.window_end),
+        window_recalibration_steps=args.window_recalibration_steps,
         warmup_steps=0,
         save_strategy="no",
         seed=args.seed,
