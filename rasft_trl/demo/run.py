@@ -46,7 +46,7 @@ class DemoArgs:
 
     output_dir: str = "demo_report"
     compare: bool = False
-    max_steps: int = 20
+    max_steps: int = 18
     num_train: int | None = None
     num_eval: int = 96
     cache_dir: str | None = None
@@ -63,7 +63,7 @@ class DemoArgs:
     calibration_sample_size: int = 64
     window_start: tuple[float, float] = (0.0, 0.6)
     window_end: tuple[float, float] = (0.0, 0.6)
-    window_recalibration_steps: int = 5
+    window_recalibration_steps: int = 6
     warm_start_steps: int = WarmStartSettings.steps
     seed: int = 42
 
