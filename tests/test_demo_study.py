@@ -118,8 +118,12 @@ def test_learning_rates_are_chosen_per_family_on_validation_only():
     assert rows["sft"]["test"]["mean"] == pytest.approx(0.6)
     assert rows["sft"]["test"]["ci95"] == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
     assert rows["rasft"]["test"]["ci95"] == 0.0 and rows["rasft"]["mechanism"]["rollout_targets"] == 10
+    dropped = [c.name for c in cells if c.method == "rasft"][-1]
+    partial = {k: v for k, v in records.items() if k != dropped and "rasft_sft" not in k}
+    partial_rows = summarize(study, chosen, partial)  # an unfinished study reports the seeds it has
+    assert "rasft_sft" not in partial_rows and partial_rows["rasft"]["seeds"] == 1
     table = format_table(rows)
-    assert "| sft | 0.001 | 60.0 ± 127.1 |" in table and "0.20 → 0.40" in table
+    assert "| sft | 2 | 0.001 | 60.0 ± 127.1 |" in table and "0.20 → 0.40" in table
 
 
 def test_study_cli():

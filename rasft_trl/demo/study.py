@@ -69,6 +69,7 @@ class StudyArgs:
     num_validation: int = 96
     jobs: int = 1
     cache_dir: str | None = None
+    report_only: bool = False
     demo: DemoArgs = field(default_factory=study_demo_defaults)
 
     def demo_args(self, seed: int, learning_rate: float) -> DemoArgs:
@@ -119,6 +120,8 @@ def parse_args(argv: list[str] | None = None) -> StudyArgs:
     parser.add_argument("--jobs", type=int, default=d.jobs,
                         help="runs side by side, each with cores/jobs torch threads (default: %(default)s)")
     parser.add_argument("--cache-dir", default=None, help="model cache (default: $RASFT_TRL_CACHE or ~/.cache)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from the finished runs without running the missing ones")
     parser.add_argument("--warm-start-steps", type=int, default=d.demo.warm_start_steps,
                         help="SFT steps of the shared warm start (default: the demo's, %(default)s)")
     ns = parser.parse_args(argv)
@@ -134,6 +137,7 @@ def parse_args(argv: list[str] | None = None) -> StudyArgs:
         lr_grid=tuple(float(x) for x in ns.lr_grid.split(",") if x), max_steps=ns.max_steps,
         num_test=ns.num_test, num_ood=ns.num_ood, num_validation=ns.num_validation, jobs=ns.jobs,
         cache_dir=ns.cache_dir, demo=replace(study_demo_defaults(), warm_start_steps=ns.warm_start_steps),
+        report_only=ns.report_only,
     )
 
 
@@ -258,7 +262,9 @@ def summarize(study: StudyArgs, chosen: dict[str, dict], records: dict[str, dict
     rows = {}
     for method in ("base",) + tuple(study.methods):
         cells = [c for c in test_cells(study, chosen) if c.method == method]
-        recs = [records[c.name] for c in cells]
+        recs = [records[c.name] for c in cells if c.name in records]  # an unfinished study reports what it has
+        if not recs:
+            continue
         row: dict[str, Any] = {"seeds": len(recs), "learning_rate": cells[0].learning_rate or None}
         for split in ("test", "ood"):
             values = [r["eval"][split]["accuracy"] for r in recs]
@@ -297,9 +303,9 @@ def _mean_of(values: list) -> Any:
 def format_table(rows: dict[str, Any]) -> str:
     """Markdown table: accuracy mean ± 95% interval per split, compute, mechanism."""
     lines = [
-        "| method | lr | test (ID) | OOD | train wall s | train CPU s | rollout tokens | rollout acc first→last | "
+        "| method | seeds | lr | test (ID) | OOD | train wall s | train CPU s | rollout tokens | rollout acc first→last | "
         "expert coef first→last | rollout targets |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, r in rows.items():
         mech = r.get("mechanism") or {}
@@ -309,7 +315,7 @@ def format_table(rows: dict[str, Any]) -> str:
             return "–" if v is None else f"{v[0]:{fmt}} → {v[1]:{fmt}}"
 
         lines.append(
-            f"| {method} | {r['learning_rate'] or '–'} | {100 * r['test']['mean']:.1f} ± {100 * r['test']['ci95']:.1f} "
+            f"| {method} | {r['seeds']} | {r['learning_rate'] or '–'} | {100 * r['test']['mean']:.1f} ± {100 * r['test']['ci95']:.1f} "
             f"| {100 * r['ood']['mean']:.1f} ± {100 * r['ood']['ci95']:.1f} | {r['train_wall_seconds']:.0f} "
             f"| {r['train_cpu_seconds']:.0f} | {r['rollout_tokens']:.0f} | {pair('rollout_accuracy_first_last', '.2f')} "
             f"| {pair('expert_coef_first_last', '.3f')} | "
@@ -374,16 +380,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from rasft_trl.demo.model import demo_model_path
     from rasft_trl.demo.warmstart import warm_start_path
 
-    warm_start_path(demo_model_path(study.cache_dir), study.demo.warm_start, bf16=study.demo.use_bf16)
     selection = selection_cells(study)
-    print(f"[study] phase 1: learning-rate selection on validation ({len(selection)} runs)", flush=True)
-    run_cells(selection, study)
+    if not study.report_only:
+        warm_start_path(demo_model_path(study.cache_dir), study.demo.warm_start, bf16=study.demo.use_bf16)
+        print(f"[study] phase 1: learning-rate selection on validation ({len(selection)} runs)", flush=True)
+        run_cells(selection, study)
     chosen = choose_learning_rates(study, load_cells(study))
     for family, c in chosen.items():
         print(f"[study] {family} family: learning rate {c['chosen']:g} (validation {c['validation_accuracy']})")
     cells = test_cells(study, chosen)
-    print(f"[study] phase 2: {len(cells)} runs evaluated on test and OOD", flush=True)
-    run_cells(cells, study)
+    if not study.report_only:
+        print(f"[study] phase 2: {len(cells)} runs evaluated on test and OOD", flush=True)
+        run_cells(cells, study)
     rows = summarize(study, chosen, load_cells(study))
     path = write_report(study, chosen, rows, time.perf_counter() - start)
     print("\n" + path.read_text())
