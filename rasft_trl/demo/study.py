@@ -217,7 +217,8 @@ def run_cells(cells: list[Cell], study: StudyArgs) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=study.jobs, mp_context=context) as pool:
+    # a fresh process per run: memory does not pile up across runs (a reused worker was killed for memory once)
+    with ProcessPoolExecutor(max_workers=study.jobs, mp_context=context, max_tasks_per_child=1) as pool:
         futures = {pool.submit(_run_cell_to_file, cell, study, threads): cell for cell in todo}
         for i, future in enumerate(as_completed(futures), 1):
             print(f"[study] ({i}/{len(todo)}) finished {future.result()}", flush=True)
