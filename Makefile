@@ -27,10 +27,10 @@ demo: install
 demo-compare: install
 	$(PY) -m rasft_trl.demo --compare
 
-# The study of docs/study.md: 7 methods x 3 seeds + learning-rate selection, two runs side by side (about 90 min on
-# 2 cores); it resumes where it stopped.
+# The study of docs/study.md: 7 methods x 3 seeds + learning-rate selection, two runs side by side. Its runs are kept
+# in docs/study/cells/ and it resumes where it stopped (a fresh run: python -m rasft_trl.demo.study --jobs 2).
 study: install
-	$(PY) -m rasft_trl.demo.study --jobs 2 $(STUDY_ARGS)
+	$(PY) -m rasft_trl.demo.study --jobs 2 --output-dir docs/study $(STUDY_ARGS)
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

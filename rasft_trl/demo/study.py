@@ -315,9 +315,12 @@ def format_table(rows: dict[str, Any]) -> str:
             v = mech.get(key)
             return "–" if v is None else f"{v[0]:{fmt}} → {v[1]:{fmt}}"
 
+        def acc(split: str) -> str:  # no interval from a single seed
+            cell = r[split]
+            return f"{100 * cell['mean']:.1f}" + (f" ± {100 * cell['ci95']:.1f}" if r["seeds"] > 1 else " (1 seed)")
+
         lines.append(
-            f"| {method} | {r['seeds']} | {r['learning_rate'] or '–'} | {100 * r['test']['mean']:.1f} ± {100 * r['test']['ci95']:.1f} "
-            f"| {100 * r['ood']['mean']:.1f} ± {100 * r['ood']['ci95']:.1f} | {r['train_wall_seconds']:.0f} "
+            f"| {method} | {r['seeds']} | {r['learning_rate'] or '–'} | {acc('test')} | {acc('ood')} | {r['train_wall_seconds']:.0f} "
             f"| {r['train_cpu_seconds']:.0f} | {r['rollout_tokens']:.0f} | {pair('rollout_accuracy_first_last', '.2f')} "
             f"| {pair('expert_coef_first_last', '.3f')} | "
             f"{'–' if mech.get('rollout_targets') is None else format(mech['rollout_targets'], '.0f')} |"
