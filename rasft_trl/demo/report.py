@@ -100,10 +100,7 @@ def format_accuracy_table(results: dict[str, Any]) -> str:
             cells.append(f"{b:.0%} -> {a:.0%}" if b is not None and a is not None else "-")
         cells.append(f"{r['train_seconds']:.0f} s" if r.get("train_seconds") is not None else "-")
         lines.append(cells)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    rendered = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines]
-    rendered.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(rendered)
+    return render_table(lines)
 
 
 def window_means(log_history: list[dict[str, Any]], key: str, fraction: float = 0.2) -> tuple[float, float] | None:
@@ -167,10 +164,15 @@ def format_mechanism_table(results: dict[str, Any]) -> str:
         ])
     if len(lines) == 1:
         return ""
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "Mechanism (first -> last fifth of the steps):\n" + render_table(lines)
+
+
+def render_table(lines: list[list[str]]) -> str:
+    """Plain-text table: the first line is the header, columns padded to their widest cell, a rule under the header."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     rendered = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines]
     rendered.insert(1, "  ".join("-" * w for w in widths))
-    return "Mechanism (first -> last fifth of the steps):\n" + "\n".join(rendered)
+    return "\n".join(rendered)
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], first: tuple[str, ...] = ()) -> None:
