@@ -1,7 +1,12 @@
-"""`rasft-trl` console entry: `rasft-trl train [--method rasft|sft] --config recipe.yaml`.
+"""`rasft-trl` console entry.
 
-`rasft-trl train` re-launches `python -m rasft_trl.scripts.<method>` through `accelerate launch`, so a recipe runs the
-same way on one CPU, one GPU or many. `rasft-trl demo` runs the CPU demo.
+- `rasft-trl train [--method rasft|sft] --config recipe.yaml` re-launches `python -m rasft_trl.scripts.<method>`
+  through `accelerate launch`, so a recipe runs the same way on one CPU, one GPU or many.
+- `rasft-trl eval --model M [--benchmarks ...]` evaluates a model on the paper's benchmarks
+  (`rasft_trl.scripts.evaluate`; `rasft-trl eval --help`).
+- `rasft-trl prepare-data numina|kodcode --output-dir D` writes the paper's training sets as local dataset folders
+  (`rasft_trl.scripts.prepare_data`; `rasft-trl prepare-data --help`).
+- `rasft-trl demo` runs the CPU demo.
 """
 
 from __future__ import annotations
@@ -22,7 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--method", choices=["rasft", "sft"], default="rasft",
                        help="rasft (RASFT and its ablations) or sft (SFT, SFT+KL, DFT, ASFT, ProFiT via loss_type)")
     sub.add_parser("demo", help="python -m rasft_trl.demo <args>")
+    sub.add_parser("eval", help="evaluate a model on the paper's benchmarks (rasft-trl eval --help)", add_help=False)
+    sub.add_parser("prepare-data", help="write NuminaMath-CoT / KodCode training sets (rasft-trl prepare-data "
+                   "--help)", add_help=False)
     args, rest = parser.parse_known_args(argv)
+    if args.command == "eval":
+        from .scripts import evaluate
+
+        evaluate.main(rest)
+        return 0
+    if args.command == "prepare-data":
+        from .scripts import prepare_data
+
+        prepare_data.main(rest)
+        return 0
     if args.command == "demo":
         command = [sys.executable, "-m", "rasft_trl.demo", *rest]
     else:

@@ -172,6 +172,16 @@ def test_demo_end_to_end(tmp_path):
     assert metrics["untrained"]["accuracy"] is not None and metrics["methods"]["rasft"]["eval"]["accuracy"] is not None
     steps = [e for e in metrics["methods"]["rasft"]["log_history"] if "loss" in e]
     assert len(steps) == 2
+    # the trained adapter is saved, on top of the warm start, and `rasft-trl eval` takes it as it is
+    adapter = out / "models" / "rasft"
+    assert results["methods"]["rasft"]["model_dir"] == str(adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == results["settings"]["warm_start_path"]
+    from rasft_trl.evaluation import EvalConfig, run_eval
+
+    evaluated = run_eval(EvalConfig(model=str(adapter), benchmarks=["humaneval"], limit=1, num_samples=1,
+                                    max_new_tokens=16, backend="transformers", output_dir=str(tmp_path / "eval")))
+    assert evaluated["benchmarks"]["humaneval"]["num_samples"] == 1
 
 
 @pytest.mark.slow

@@ -67,3 +67,20 @@ def test_recipe_parses_and_trains_one_step(recipe, tmp_path, tiny_model_dir):
     trainer = module.main(script_args, training_args, model_args)
     assert trainer.state.global_step == 1
     assert any("loss" in h for h in trainer.state.log_history)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: os.path.relpath(p, os.path.join(ROOT, "recipes")))
+def test_recipe_prompts_the_way_the_evaluation_does(recipe):
+    """`rasft-trl eval` prompts a benchmark with the system line of its domain (rasft_trl.prompts); a recipe must
+    train with the same line, as a system message or at the end of its prompt template."""
+    from rasft_trl.prompts import SYSTEM_PROMPTS
+
+    raw = yaml.safe_load(open(recipe))
+    if str(raw.get("dataset_name", "")).startswith("builtin:"):
+        return  # the smoke recipe's built-in arithmetic is not a paper benchmark domain
+    line = SYSTEM_PROMPTS[raw.get("verifier", "math")]
+    assert "system_prompt" in raw or "prompt_template" in raw
+    if "system_prompt" in raw:
+        assert raw["system_prompt"] == line
+    if "prompt_template" in raw:
+        assert raw["prompt_template"].format(prompt="Q") == f"Q\n{line}"

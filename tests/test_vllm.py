@@ -416,3 +416,66 @@ def worker_main(mode: str, base_url: str, model_dir: str, out_dir: str) -> None:
 
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--worker":
     worker_main(*sys.argv[2:])
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def eval_config(model, output_dir, **overrides):
+    from rasft_trl.evaluation import EvalConfig
+
+    settings = dict(
+        model=model, benchmarks=["humaneval"], limit=2, num_samples=2, max_new_tokens=32, backend="vllm",
+        output_dir=str(output_dir), dtype="float32", vllm_kwargs={"enforce_eager": True, "max_model_len": 1024},
+    )
+    settings.update(overrides)
+    return EvalConfig(**settings)
+
+
+def eval_records(config):
+    with open(os.path.join(config.output_dir, "samples.jsonl")) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_eval_harness_vllm_backend_on_the_demo_model(tmp_path):
+    """`rasft-trl eval --backend vllm` on SmolLM2 and HumanEval; per-request seeds make a resumed sample identical to
+    the one an uninterrupted run drew."""
+    from rasft_trl.demo.model import demo_model_path
+    from rasft_trl.evaluation import run_eval
+
+    config = eval_config(demo_model_path(), tmp_path / "vllm")
+    results = run_eval(config)
+    records = eval_records(config)
+    assert results["run"]["backend"] == "vllm" and results["run"]["generated"] == 4 and len(records) == 4
+    assert results["benchmarks"]["humaneval"]["num_samples"] == 4
+    assert all(r["response"] and 0 < r["num_tokens"] <= 32 for r in records)
+    assert records[0]["response"] != records[1]["response"]  # two samples of one problem, two seeds
+
+    path = os.path.join(config.output_dir, "samples.jsonl")
+    with open(path, "w") as handle:  # as if the run had been killed before its last sample was written
+        handle.write("".join(json.dumps(r) + "\n" for r in records[:3]))
+    resumed = run_eval(config)
+    assert resumed["run"]["generated"] == 1
+    assert eval_records(config)[3]["response"] == records[3]["response"]
+
+
+def test_eval_harness_vllm_adapter_folder_equals_its_merged_model(tmp_path, vllm_model_dir):
+    """An adapter folder is merged into its base for vLLM: greedy samples equal those of the merged model."""
+    from tiny import save_random_lora
+
+    from rasft_trl.evaluation import run_eval
+
+    adapter_dir, merged_dir = save_random_lora(vllm_model_dir, str(tmp_path))
+    data = str(tmp_path / "math.jsonl")
+    with open(data, "w") as handle:  # MATH-500's schema, short prompts (the tiny model has 512 positions)
+        for i, (problem, answer) in enumerate([("What is 2+3?", "5"), ("What is 7-4?", "3")]):
+            handle.write(json.dumps({"problem": problem, "solution": "", "answer": answer, "subject": "Prealgebra",
+                                     "level": 1, "unique_id": f"test/{i}.json"}) + "\n")
+    responses = []
+    for name, path in [("adapter", adapter_dir), ("merged", merged_dir)]:
+        config = eval_config(path, tmp_path / name, benchmarks=["math500"], data_files={"math500": data},
+                             temperature=0.0, num_samples=1, max_new_tokens=8,
+                             vllm_kwargs={"enforce_eager": True, "max_model_len": 512})
+        run_eval(config)
+        responses.append([r["response"] for r in eval_records(config)])
+    assert responses[0] == responses[1] and len(responses[0]) == 2

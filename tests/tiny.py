@@ -70,3 +70,24 @@ def math_rows(n: int = 8) -> dict[str, list]:
         completions.append(f"{a} + {b} = {a + b}. The answer is \\boxed{{{a + b}}}.")
         answers.append(str(a + b))
     return {"prompt": prompts, "completion": completions, "answer": answers}
+
+
+def save_random_lora(model_dir: str, out_dir: str) -> tuple[str, str]:
+    """A LoRA adapter with random (non-zero) weights on the model at `model_dir`, saved as an adapter folder, and the
+    same model with the adapter merged, saved as a plain model folder with the tokenizer. Returns both paths."""
+    import os
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model_dir),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False),
+    )
+    adapter_dir, merged_dir = os.path.join(out_dir, "adapter"), os.path.join(out_dir, "merged")
+    model.save_pretrained(adapter_dir)
+    model.merge_and_unload().save_pretrained(merged_dir)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(merged_dir)
+    return adapter_dir, merged_dir

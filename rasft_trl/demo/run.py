@@ -266,6 +266,16 @@ def train_method(method: str, args: DemoArgs, model_path: str, train_rows: list[
     return trained, tokenizer, history
 
 
+def save_trained(trained, tokenizer, path: str) -> str | None:
+    """Save a trained LoRA policy as an adapter folder (its base is the warm-started model in the cache), so that
+    `rasft-trl eval --model <path>` can evaluate it. Full fine-tuning is not saved (it would be the whole model)."""
+    if not hasattr(trained, "peft_config"):
+        return None
+    trained.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def evaluation_copy(model_path: str, args: DemoArgs, policy=None):
     """The model evaluated: the model at `model_path` in the generation precision, with `policy`'s weights if given
     (a trained LoRA policy is merged out of place)."""
@@ -336,11 +346,13 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
             )
             with timed(f"train/{method}", timings, cpu_seconds):
                 trained, tok, history = train_method(method, args, start_path, splits["train"], work_dir)
+            saved = save_trained(trained, tok, os.path.join(args.output_dir, "models", method))
             with timed(f"eval/{method}", timings, cpu_seconds):
                 model = evaluation_copy(start_path, args, trained)
                 result = evaluate(model, tok, splits["eval"], settings, desc=f"Evaluating {method}")
             print(f"[demo] {method}: {result.num_correct}/{result.num_problems} correct", flush=True)
             outcomes[method] = {
+                "model_dir": saved,
                 "eval": result.to_dict(),
                 "log_history": history,
                 "train_seconds": timings[f"train/{method}"],
@@ -360,6 +372,7 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
             "precision": "bf16 autocast" if args.use_bf16 else "fp32",
             "generation_precision": str(args.generation_dtype).removeprefix("torch."),
             "warm_start": read_meta(start_path),
+            "warm_start_path": start_path,
             "torch_threads": _torch_threads(),
         },
         "timings": timings,
@@ -372,6 +385,10 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
     mechanism = format_mechanism_table(results)
     if mechanism:
         print("\n" + mechanism)
+    for method, outcome in outcomes.items():
+        if outcome["model_dir"]:
+            print(f"[demo] {method} adapter: {outcome['model_dir']} (evaluate it: rasft-trl eval --model "
+                  f"{outcome['model_dir']} --benchmarks humaneval --backend transformers)", flush=True)
     print(
         f"\nHeld-out accuracy, {settings.describe()}; 'before' is the shared warm-started model every method starts "
         f"from. Total: {timings['total']:.0f} s wall, {cpu_seconds['total']:.0f} s CPU. "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, ScriptArguments, TrlParser
 from trl.trainer.utils import get_peft_config, get_quantization_config
 
+from ..prompts import format_prompt
 from ..rasft_config import RASFTConfig
 
 
@@ -80,22 +81,12 @@ def to_rasft_format(dataset, script_args: RASFTScriptArguments, prompt_column: s
     """Copy the gold column to `answer` and wrap plain prompts in chat messages when a system prompt is set."""
     if script_args.answer_column != "answer" and script_args.verifier == "math":
         dataset = dataset.map(lambda row: {"answer": row[script_args.answer_column]})
-    if script_args.prompt_template is not None:
-        template = script_args.prompt_template
+    template, system = script_args.prompt_template, script_args.system_prompt
+    if template is not None or system is not None:
         dataset = dataset.map(
-            lambda row: {prompt_column: template.format(prompt=row[prompt_column])
+            lambda row: {prompt_column: format_prompt(row[prompt_column], system, template)
                          if isinstance(row[prompt_column], str) else row[prompt_column]}
         )
-    if script_args.system_prompt is not None:
-        system = script_args.system_prompt
-
-        def wrap(row):
-            prompt = row[prompt_column]
-            if isinstance(prompt, str):
-                prompt = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
-            return {prompt_column: prompt}
-
-        dataset = dataset.map(wrap)
     return dataset
 
 

