@@ -18,7 +18,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rasft-trl", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="rasft-trl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="accelerate launch -m rasft_trl.scripts.rasft <args>")
     train.add_argument("--accelerate_config", default=os.environ.get("ACCELERATE_CONFIG"),

@@ -128,7 +128,10 @@ def main(argv: list[str] | None = None) -> dict:
         config = config_from_args(args)
     except ValueError as exc:
         raise SystemExit(f"rasft-trl eval: {exc}") from exc
-    results = run_eval(config)
+    try:
+        results = run_eval(config)
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+        raise SystemExit(f"rasft-trl eval: {exc}") from exc
     run = results["run"]
     print("\n" + format_results_table(results, args.label))
     for name, bench in results["benchmarks"].items():

@@ -155,3 +155,13 @@ def test_cli_eval(tmp_path, tiny_model_dir, capsys):
     assert json.load(open(os.path.join(out, "results.json")))["benchmarks"]["minerva"]["num_samples"] == 4
     with pytest.raises(SystemExit, match="expected NAME=VALUE"):
         main(["eval", "--model", tiny_model_dir, "--data-file", "minerva"])
+
+
+def test_cli_eval_reports_user_errors_without_a_traceback(tmp_path, tiny_model_dir):
+    from rasft_trl.cli import main
+
+    with pytest.raises(SystemExit, match="rasft-trl eval: Data file .* does not exist"):
+        main(["eval", "--model", tiny_model_dir, "--benchmarks", "math500", "--data-file",
+              f"math500={tmp_path / 'absent.jsonl'}", "--output-dir", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="Unknown benchmark 'mmlu'"):
+        main(["eval", "--model", tiny_model_dir, "--benchmarks", "mmlu"])
