@@ -147,6 +147,7 @@ class RASFTTrainer(_BaseTrainer):
         self._calibrated_at = 0  # optimizer step of the last calibration
         self._expert_ref_cache: dict[int, torch.Tensor] = {}
         self._synced_step = 0
+        self._rng_checkpoint: str | None = None  # mid-epoch resume: RNG state to restore before the first rollouts
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._last_log_time = time.perf_counter()
 
@@ -201,7 +202,27 @@ class RASFTTrainer(_BaseTrainer):
                 break
         if not raw:
             return [], None
+        if self._rng_checkpoint is not None:
+            # Mid-epoch resume: transformers restores the checkpoint's RNG state only *after* this call (the skipped
+            # batches must not consume it), but RASFT draws this step's rollouts here. Restore it now, before any
+            # sampling, and turn transformers' later restore into a no-op (see `_load_rng_state`).
+            super()._load_rng_state(self._rng_checkpoint)
         return self._build_step(raw)
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint,
+                             trial):
+        epochs_trained, steps_in_epoch = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+        )
+        # transformers skips `steps_in_epoch` batches and restores the RNG state after the first `get_batch_samples`
+        self._rng_checkpoint = resume_from_checkpoint if steps_in_epoch > 0 else None
+        return epochs_trained, steps_in_epoch
+
+    def _load_rng_state(self, checkpoint):
+        if self._rng_checkpoint is not None and checkpoint == self._rng_checkpoint:
+            self._rng_checkpoint = None  # already restored in `get_batch_samples`, before the rollouts were drawn
+            return
+        super()._load_rng_state(checkpoint)
 
     def _build_step(self, raw_batches: list[list[dict]]) -> tuple[list[dict], torch.Tensor]:
         args = self.args

@@ -1,6 +1,7 @@
 """Every recipe parses into its dataclasses and trains one step with the tiny model and built-in data swapped in."""
 
 import glob
+import json
 import os
 import re
 
@@ -84,3 +85,27 @@ def test_recipe_prompts_the_way_the_evaluation_does(recipe):
         assert raw["system_prompt"] == line
     if "prompt_template" in raw:
         assert raw["prompt_template"].format(prompt="Q") == f"Q\n{line}"
+
+
+def test_recipe_script_resumes_from_the_last_checkpoint(tmp_path, tiny_model_dir):
+    """`--resume_from_checkpoint true` (or a folder) reaches `Trainer.train`: the second run starts at step 1."""
+    from rasft_trl.scripts.rasft import resume_argument
+
+    recipe = os.path.join(ROOT, "recipes", "smoke", "tiny", "config.yaml")
+    base = ["--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path), "--save_strategy", "steps",
+            "--save_steps", "1", "--use_cpu", "true", "--bf16", "false"]
+    module, (script_args, training_args, model_args) = parse(recipe, [*base, "--max_steps", "1"])
+    module.main(script_args, training_args, model_args)
+    state_file = tmp_path / "checkpoint-1" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["log_history"][0]["loss"] = 123.0  # a marker: only a resumed run carries it
+    state_file.write_text(json.dumps(state))
+    _, (script_args, training_args, model_args) = parse(
+        recipe, [*base, "--max_steps", "2", "--resume_from_checkpoint", "true"]
+    )
+    trainer = module.main(script_args, training_args, model_args)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert trainer.state.global_step == 2 and len(losses) == 2 and losses[0] == 123.0  # step 1 came from checkpoint-1
+    assert resume_argument("false") is None and resume_argument("last") is True
+    with pytest.raises(ValueError, match="is not a folder"):
+        resume_argument(str(tmp_path / "nope"))

@@ -9,6 +9,7 @@ YAML values become defaults, command-line flags override them, unknown keys fail
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 from trl import ModelConfig, ScriptArguments, TrlParser
@@ -125,10 +126,25 @@ def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_ar
         verifier=script_args.verifier if training_args.use_rollouts else None,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
     trainer.save_model(training_args.output_dir)
     logger.info(f"Model saved to {training_args.output_dir}")
     return trainer
+
+
+def resume_argument(value: str | bool | None) -> str | bool | None:
+    """`resume_from_checkpoint` as `Trainer.train` takes it: a checkpoint folder, `True` for the last checkpoint in
+    `output_dir` (`--resume_from_checkpoint true` or `last`), or `None` (also for `false`)."""
+    if value is None or isinstance(value, bool):
+        return value or None
+    if value.strip().lower() in ("true", "last", "yes", "1"):
+        return True
+    if value.strip().lower() in ("false", "no", "0", "none", ""):
+        return None
+    if not os.path.isdir(value):
+        raise ValueError(f"resume_from_checkpoint={value!r} is not a folder; pass a checkpoint folder or `true` for "
+                         "the last checkpoint in output_dir.")
+    return value
 
 
 def make_parser(config_cls=RASFTConfig) -> TrlParser:
