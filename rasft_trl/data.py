@@ -31,14 +31,20 @@ def validate_columns(
 
 
 def validate_rows(dataset, prompt_column: str, completion_column: str, string_columns: list[str]) -> None:
-    """Reject empty prompts / completions and non-string values in `string_columns`, naming column and row."""
+    """Reject empty or malformed prompts / completions and non-string values in `string_columns`, naming column and
+    row. A prompt is a non-empty string or a non-empty list of `{"role": str, "content": str}` messages; a completion
+    is a non-empty string or such messages (its text is the last message's content)."""
+    if len(dataset) == 0:
+        raise ValueError("The dataset has no rows.")
     prompts = dataset[prompt_column]
     completions = dataset[completion_column]
     for index, (prompt, completion) in enumerate(zip(prompts, completions)):
-        if prompt is None or (isinstance(prompt, (str, list)) and len(prompt) == 0):
-            raise ValueError(f"Column {prompt_column!r}, row {index}: the prompt is empty.")
-        if completion is None or not completion_text(completion).strip():
-            raise ValueError(f"Column {completion_column!r}, row {index}: the expert completion is empty.")
+        problem = message_problem(prompt, "prompt")
+        if problem:
+            raise ValueError(f"Column {prompt_column!r}, row {index}: {problem}.")
+        problem = message_problem(completion, "expert completion")
+        if problem:
+            raise ValueError(f"Column {completion_column!r}, row {index}: {problem}.")
     for column in string_columns:
         for index, value in enumerate(dataset[column]):
             if not isinstance(value, str):
@@ -46,6 +52,37 @@ def validate_rows(dataset, prompt_column: str, completion_column: str, string_co
                     f"Column {column!r}, row {index}: expected a string, got {type(value).__name__} ({value!r:.60}). "
                     f"Convert the column first, e.g. `dataset.map(lambda r: {{{column!r}: str(r[{column!r}])}})`."
                 )
+
+
+def message_problem(value: Any, what: str) -> str | None:
+    """Why `value` is not a usable prompt / completion (a string or chat messages), or None when it is."""
+    if value is None:
+        return f"the {what} is empty (None)"
+    if isinstance(value, str):
+        return f"the {what} is empty" if not value.strip() else None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        return f"the {what} is a {type(value).__name__} ({value!r:.60}); expected a string or a list of chat messages"
+    if not value:
+        return f"the {what} is empty"
+    for position, message in enumerate(value):
+        if not isinstance(message, dict):
+            return (
+                f"message {position} of the {what} is a {type(message).__name__} ({message!r:.40}), not a "
+                "{'role': ..., 'content': ...} dict (a list of strings is not a chat: join it into one string or "
+                "build messages)"
+            )
+        for key in ("role", "content"):
+            if message.get(key) is None:
+                return f"message {position} of the {what} has no {key!r} (it has {sorted(message)})"
+        if not isinstance(message["role"], str):
+            return f"message {position} of the {what} has a non-string role ({message['role']!r:.40})"
+        if not isinstance(message["content"], (str, list)):
+            return f"message {position} of the {what} has content of type {type(message['content']).__name__}"
+    if not completion_text(value).strip():
+        return f"the {what}'s last message is empty"
+    return None
 
 
 def tokenize_prompt(tokenizer, prompt: Any) -> list[int]:

@@ -73,6 +73,11 @@ class RASFTConfig(_BaseConfig):
             A rollout counts as correct when its verifier reward is at least this value. A reward of `None`
             ("cannot judge") never counts as correct and is counted as `rollouts/unjudged`. Must be > 0 (a zero
             reward, incorrect, must never count as correct).
+        verifier_timeout (`float` or `None`, *optional*, defaults to `600.0`):
+            Wall-clock seconds one verifier call (the rollouts of one step) may take. A verifier that has not
+            returned by then (a custom one that hangs) is abandoned in its thread: the rollouts of that call count
+            as unjudged, `verifier/call_timeouts` is incremented, and training goes on. The built-in verifiers
+            bound every comparison / program themselves. `None` waits for ever.
         on_nonfinite (`str`, *optional*, defaults to `"error"`):
             A non-finite loss or gradient norm (NaN / inf: a learning rate far too high, a degenerate verifier
             reward, ...) is checked at every optimizer step, before the update. `"error"` stops training with a
@@ -279,6 +284,11 @@ class RASFTConfig(_BaseConfig):
         metadata={"help": "A rollout is correct when its verifier reward is >= this value; must be > 0, so that a "
                   "zero reward (incorrect) never counts as correct."},
     )
+    verifier_timeout: float | None = field(
+        default=600.0,
+        metadata={"help": "Seconds one verifier call (all rollouts of a step) may take; after that its rollouts "
+                  "count as unjudged (verifier/call_timeouts) and the step goes on. None: wait for ever."},
+    )
     on_nonfinite: str = field(
         default="error",
         metadata={"help": "What a non-finite loss or gradient norm does: 'error' stops training with an error "
@@ -413,6 +423,8 @@ class RASFTConfig(_BaseConfig):
                 f"per_device_train_batch_size must be >= 1, got {self.per_device_train_batch_size}.")
         require(self.correct_threshold > 0, f"correct_threshold must be > 0 (a zero reward must never count as "
                 f"correct), got {self.correct_threshold}.")
+        require(self.verifier_timeout is None or self.verifier_timeout > 0,
+                f"verifier_timeout must be None or > 0, got {self.verifier_timeout}.")
         require(self.on_nonfinite in ("error", "skip"), f"on_nonfinite must be 'error' or 'skip', got "
                 f"{self.on_nonfinite!r}.")
         require(self.num_rollouts >= 1, f"num_rollouts must be >= 1, got {self.num_rollouts}.")

@@ -110,6 +110,12 @@ class RASFTTrainer(_BaseTrainer):
         if processing_class.pad_token_id is None:
             processing_class.pad_token = processing_class.eos_token
 
+        if args.use_vllm and args.use_rollouts:
+            from trl.import_utils import is_vllm_available
+
+            if not is_vllm_available():
+                raise ImportError("use_vllm=True needs vLLM: `pip install 'rasft-trl[vllm]'` (or set use_vllm=False "
+                                  "to sample rollouts with transformers' generate).")
         if verifier is None and args.use_rollouts:
             raise ValueError("RASFT verifies its rollouts: pass a `verifier` (e.g. 'math'), or set use_rollouts=False.")
         self.verifier = None if verifier is None else get_verifier(verifier)
@@ -437,10 +443,18 @@ class RASFTTrainer(_BaseTrainer):
             return []
         columns = {k: [row[k] for row in rows] for k in rows[0] if k not in ("prompt_ids", "completion_ids")}
         prompts = columns.pop(self.args.prompt_column)
-        rewards = self.verifier(prompts=prompts, completions=texts, completion_ids=completions, **columns)
+        rewards = call_with_timeout(
+            lambda: self.verifier(prompts=prompts, completions=texts, completion_ids=completions, **columns),
+            self.args.verifier_timeout,
+        )
+        if rewards is None:  # the verifier did not answer in time: this call's rollouts are unjudged
+            self._counters["verifier/call_timeouts"] += 1
+            logger.warning(f"The verifier did not return within verifier_timeout={self.args.verifier_timeout} s; "
+                           f"its {len(completions)} rollouts count as unjudged.")
+            return [None] * len(completions)
         if len(rewards) != len(completions):
             raise ValueError(f"The verifier returned {len(rewards)} rewards for {len(completions)} completions.")
-        return rewards
+        return [reward_value(r) for r in rewards]
 
     def _finalize_micro_batch(self, trajectories: list[Trajectory], coef: torch.Tensor) -> dict[str, torch.Tensor]:
         """Collate a micro-batch and attach its pool coefficients and reference log-probs."""
@@ -672,16 +686,82 @@ class RASFTTrainer(_BaseTrainer):
         if self._calibration is not None and self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
             with open(os.path.join(folder, STATE_FILE), "w") as f:
-                json.dump({"calibration": self._calibration.to_dict(), "calibrated_at": self._calibrated_at}, f)
+                json.dump({"calibration": self._calibration.to_dict(), "calibrated_at": self._calibrated_at,
+                           "quantiles": self._window_quantiles()}, f)
+
+    def _window_quantiles(self) -> dict[str, list[float]]:
+        args = self.args
+        return {"window_start_quantiles": list(args.window_start_quantiles),
+                "window_end_quantiles": list(args.window_end_quantiles),
+                "hard_probe_max_quantile": [args.hard_probe_max_quantile]}
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        path = os.path.join(checkpoint, STATE_FILE) if checkpoint else None
-        if path and os.path.isfile(path):
+        if not checkpoint or not self.args.use_rollouts:
+            return
+        path = os.path.join(checkpoint, STATE_FILE)
+        if not os.path.isfile(path):
+            logger.warning(
+                f"{checkpoint} has no {STATE_FILE}: the expert-loss window is calibrated again, on the trained "
+                "policy, so routing differs from the uninterrupted run."
+            )
+            return
+        try:
             with open(path) as f:
                 state = json.load(f)
-            self._calibration = curriculum.WindowCalibration.from_dict(state["calibration"])
-            self._calibrated_at = state.get("calibrated_at", 0)
+            calibration = curriculum.WindowCalibration.from_dict(state["calibration"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{path} is damaged ({type(exc).__name__}: {exc}). Delete it to calibrate the window again on the "
+                "trained policy, or resume from another checkpoint."
+            ) from exc
+        saved = state.get("quantiles")
+        if saved is not None and saved != self._window_quantiles():
+            logger.warning(
+                f"The window quantiles changed since {checkpoint} was saved ({saved} -> {self._window_quantiles()}): "
+                "the window is calibrated again with the new quantiles, on the trained policy."
+            )
+            return
+        self._calibration = calibration
+        self._calibrated_at = state.get("calibrated_at", 0)
+
+
+def reward_value(reward: Any) -> float | None:
+    """A verifier's reward as a float, or None ("cannot judge") for None and NaN; anything else is an error."""
+    if reward is None:
+        return None
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)) and not hasattr(reward, "item"):
+        raise TypeError(f"A verifier returned {reward!r} ({type(reward).__name__}); rewards are floats or None.")
+    value = float(reward)
+    return None if math.isnan(value) else value
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout: float | None) -> Any:
+    """`fn()`, or None when it has not returned after `timeout` seconds (`None`: wait for ever).
+
+    The call runs in a daemon thread; a call that never returns is abandoned, not killed (Python cannot kill a
+    thread): give slow verifiers their own time limits (the built-in ones have them).
+    """
+    if timeout is None:
+        return fn()
+    import threading
+
+    result: dict[str, Any] = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # re-raised in the caller
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name="rasft-verifier", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return None
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def _identity_collator(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -82,3 +82,111 @@ def test_skip_policy_drops_the_update_and_counts_it(tmp_path, tiny_model_dir, mo
 def test_config_refuses_values_that_make_no_sense(tmp_path, overrides, error, message):
     with pytest.raises(error, match=message):
         RASFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **overrides)
+
+
+# ---------------------------------------------------------------------------------------------------- silent mistakes
+
+
+@pytest.mark.parametrize(
+    "column, value, message",
+    [
+        ("prompt", ["What is 1+1?", "Answer briefly."], r"Column 'prompt', row \d: message 0 .* is a str .*not a chat"),
+        ("prompt", [{"role": "user"}], r"Column 'prompt', row \d: message 0 of the prompt has no 'content'"),
+        ("prompt", [{"content": "What is 1+1?"}], r"Column 'prompt', row \d: message 0 of the prompt has no 'role'"),
+        ("prompt", 7, r"Column 'prompt', row \d: the prompt is a int"),
+        ("completion", 3, r"Column 'completion', row \d: the expert completion is a int"),
+        ("completion", [{"role": "assistant", "content": "  "}], r"Column 'completion', row \d: .*last message is empty"),
+    ],
+)
+def test_malformed_prompts_and_completions_name_row_and_column(tmp_path, tiny_model_dir, column, value, message):
+    data = math_rows(4)
+    rows = [dict(zip(data, values)) for values in zip(*data.values())]
+    for row in rows:  # Arrow cannot mix types in a column: every row gets the malformed value
+        row[column] = value
+    with pytest.raises(ValueError, match=message):
+        RASFTTrainer(tiny_model_dir, make_args(tmp_path), Dataset.from_list(rows))
+
+
+def test_an_empty_dataset_says_so(tmp_path, tiny_model_dir):
+    empty = Dataset.from_dict({k: [] for k in math_rows(2)})
+    with pytest.raises(ValueError, match="has no rows"):
+        RASFTTrainer(tiny_model_dir, make_args(tmp_path), empty)
+
+
+def test_use_vllm_without_vllm_fails_at_construction(tmp_path, tiny_model_dir):
+    pytest.importorskip("trl")
+    from trl.import_utils import is_vllm_available
+
+    if is_vllm_available():
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(ImportError, match="use_vllm=True needs vLLM"):
+        RASFTTrainer(tiny_model_dir, make_args(tmp_path, use_vllm=True), Dataset.from_dict(math_rows(4)))
+
+
+def test_nan_rewards_count_as_unjudged(tmp_path, tiny_model_dir):
+    def nan_verifier(prompts, completions, **kwargs):
+        return [float("nan")] * len(completions)
+
+    trainer = RASFTTrainer(tiny_model_dir, make_args(tmp_path, max_steps=1), Dataset.from_dict(math_rows(4)),
+                           verifier=nan_verifier)
+    trainer.train()
+    log = next(h for h in trainer.state.log_history if "rollouts/drawn" in h)
+    assert log["rollouts/drawn"] > 0 and log["rollouts/unjudged"] == log["rollouts/drawn"]
+    assert log["rollouts/targets"] == 0
+
+
+def test_a_hanging_verifier_is_bounded_and_training_goes_on(tmp_path, tiny_model_dir):
+    import threading
+
+    release = threading.Event()
+
+    def hanging_verifier(prompts, completions, **kwargs):
+        release.wait(60)
+        return [1.0] * len(completions)
+
+    args = make_args(tmp_path, max_steps=2, verifier_timeout=0.5, window_recalibration_steps=1)
+    trainer = RASFTTrainer(tiny_model_dir, args, Dataset.from_dict(math_rows(8)), verifier=hanging_verifier)
+    try:
+        trainer.train()
+    finally:
+        release.set()
+    logs = [h for h in trainer.state.log_history if "rollouts/drawn" in h]
+    assert trainer.state.global_step == 2 and logs[-1]["verifier/call_timeouts"] == 2
+    assert logs[-1]["rollouts/unjudged"] == sum(h["rollouts/drawn"] for h in logs) > 0  # a running count
+
+
+def _checkpoint(tmp_path, tiny_model_dir, **overrides):
+    args = make_args(tmp_path / "first", max_steps=1, save_strategy="steps", save_steps=1, **overrides)
+    RASFTTrainer(tiny_model_dir, args, Dataset.from_dict(math_rows(8)), verifier=lambda prompts, completions, **k:
+                 [0.0] * len(completions)).train()
+    return os.path.join(args.output_dir, "checkpoint-1")
+
+
+def _resume(tmp_path, tiny_model_dir, checkpoint, **overrides):
+    args = make_args(tmp_path / "second", max_steps=2, **overrides)
+    trainer = RASFTTrainer(tiny_model_dir, args, Dataset.from_dict(math_rows(8)),
+                           verifier=lambda prompts, completions, **k: [0.0] * len(completions))
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return trainer
+
+
+def test_resume_state_problems_are_visible(tmp_path, tiny_model_dir, caplog):
+    checkpoint = _checkpoint(tmp_path, tiny_model_dir)
+    state = os.path.join(checkpoint, "rasft_state.json")
+    saved = open(state).read()
+    # damaged state file: a clear error naming it
+    open(state, "w").write(saved[: len(saved) // 2])
+    with pytest.raises(ValueError, match=r"rasft_state.json is damaged"):
+        _resume(tmp_path, tiny_model_dir, checkpoint)
+    # changed quantiles: a warning, and the window is calibrated again with the new ones
+    open(state, "w").write(saved)
+    with caplog.at_level("WARNING", logger="rasft_trl"):
+        trainer = _resume(tmp_path, tiny_model_dir, checkpoint, window_start_quantiles=[0.1, 0.9])
+    assert "window quantiles changed" in caplog.text
+    assert trainer._calibrated_at == 1  # calibrated again at the first resumed step
+    caplog.clear()
+    # no state file: a warning that the window is calibrated on the trained policy
+    os.remove(state)
+    with caplog.at_level("WARNING", logger="rasft_trl"):
+        _resume(tmp_path / "again", tiny_model_dir, checkpoint)
+    assert "has no rasft_state.json" in caplog.text
