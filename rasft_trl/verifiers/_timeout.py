@@ -9,14 +9,17 @@ carry on. Results come back in submission order.
 Start method: workers are started with `forkserver` where available (Linux), else `spawn`; never with `fork`.
 The trainer process has torch loaded, with OpenMP / CUDA threads and their locks; a `fork` of a multi-threaded
 process copies locks that may be held by threads that do not exist in the child, which can deadlock it. The
-fork server is a fresh single-threaded process, so forking workers from it is both safe and cheap, and unlike
-`spawn` it does not re-import the trainer's `__main__` module for every worker.
+fork server is a fresh single-threaded process, so forking workers from it is both safe and cheap. Workers start
+without the user's `__main__` module (see `_main_module_hidden`), so a training script without a main guard, `python
+-c` and notebooks all work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -72,11 +75,40 @@ def _worker_main(conn, initializer: Callable[[], None] | None) -> None:
         conn.send(reply)
 
 
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start a worker without the user's `__main__` module.
+
+    `spawn` and `forkserver` children import the parent's `__main__` again (by path for `python script.py`, by name
+    for `python -m`) before they run their target; a script without `if __name__ == "__main__":` would then train
+    again inside every verifier worker. The workers run only this package's functions, so they do not need it:
+    while a worker starts, `__main__` has no `__file__` and no `__spec__`, which is what multiprocessing sees for
+    `python -c` or an interactive session, and it prepares the child without importing any main module.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    with _MAIN_LOCK:
+        saved = {key: main.__dict__[key] for key in ("__file__", "__spec__") if key in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
 class _Worker:
     def __init__(self, ctx, initializer):
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=_worker_main, args=(child_conn, initializer), daemon=True)
-        self.process.start()
+        with _main_module_hidden():
+            self.process.start()
         child_conn.close()
         self.conn = parent_conn
         self.ready = False
