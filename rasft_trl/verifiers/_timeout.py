@@ -55,8 +55,15 @@ class TaskOutcome:
     seconds: float = 0.0
 
 
-def _worker_main(conn, initializer: Callable[[], None] | None) -> None:
-    """Worker loop: announce readiness, then run `(fn, args)` tasks until the pipe closes or `None` arrives."""
+def _worker_main(conn, initializer: Callable[[], None] | None, die_with_parent: bool = False) -> None:
+    """Worker loop: announce readiness, then run `(fn, args)` tasks until the pipe closes or `None` arrives.
+
+    `die_with_parent` (forkserver workers on Linux): the kernel SIGKILLs the worker when its parent, the fork server,
+    exits, which the fork server does as soon as the trainer is gone (killed or not). Without it a worker busy in a
+    long sympy call would outlive a killed trainer.
+    """
+    if die_with_parent:
+        _set_parent_death_signal()
     if initializer is not None:
         initializer()
     conn.send(("ready", os.getpid()))
@@ -103,10 +110,24 @@ def _main_module_hidden():
             main.__dict__.update(saved)
 
 
+def _set_parent_death_signal() -> None:
+    """`prctl(PR_SET_PDEATHSIG, SIGKILL)` (Linux): die when the parent process exits; exit now if it already has."""
+    import ctypes
+    import signal
+
+    if ctypes.CDLL(None).prctl(1, int(signal.SIGKILL)) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() == 1:
+        os._exit(1)
+
+
 class _Worker:
     def __init__(self, ctx, initializer):
         parent_conn, child_conn = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_worker_main, args=(child_conn, initializer), daemon=True)
+        # Only forkserver workers: their parent is the single-threaded fork server. A spawned worker's parent would be
+        # the trainer *thread* that started it, and the death signal fires when that thread ends.
+        die_with_parent = sys.platform.startswith("linux") and ctx.get_start_method() == "forkserver"
+        self.process = ctx.Process(target=_worker_main, args=(child_conn, initializer, die_with_parent), daemon=True)
         with _main_module_hidden():
             self.process.start()
         child_conn.close()

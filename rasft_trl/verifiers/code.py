@@ -196,10 +196,16 @@ class CodeVerifier(Verifier):
         to_run = [i for i, job in enumerate(jobs) if not isinstance(job, VerifyResult)]
         results: list[VerifyResult | None] = [job if isinstance(job, VerifyResult) else None for job in jobs]
         if to_run:
-            with ThreadPoolExecutor(max_workers=min(self.num_workers, len(to_run))) as pool:
+            pool = ThreadPoolExecutor(max_workers=min(self.num_workers, len(to_run)))
+            try:
                 runs = pool.map(lambda i: self._run(*jobs[i]), to_run)
                 for i, result in zip(to_run, runs):
                     results[i] = result
+            except BaseException:  # Ctrl-C: stop the running programs instead of waiting for their timeouts
+                pool.shutdown(wait=False, cancel_futures=True)
+                self.sandbox.kill_running()
+                raise
+            pool.shutdown(wait=True)
         with self._lock:
             self.stats["batches"] += 1
             for result in results:

@@ -62,6 +62,13 @@ without the kernel layers):
   built-in value (the "always-equal object" hack, also nested in lists) fails. Tampering ends as
   `"tampered"`; any refused operation as `"sandbox_violation"`, even if the program caught the error.
 
+- **Cleanup, also when the trainer dies.** Each program runs in a folder under one per-process root
+  (`<tmp>/rasft-sandbox-<pid>-*/run-*`), removed after the run. Programs carry `PR_SET_PDEATHSIG` (Linux), so they
+  are killed with the thread that started them; a watchdog process in its own session, connected to the trainer by
+  a pipe, kills the process groups still running and removes the root when the trainer exits in any way (SIGKILL
+  included). `kill_running()` stops the running programs at once; the code verifier calls it when interrupted
+  (Ctrl-C), instead of waiting for their timeouts.
+
 What is **not** covered:
 
 - A program that introspects the harness (walks `sys._getframe().f_back`, or the frames of a caught
@@ -106,6 +113,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -251,6 +259,8 @@ class Sandbox:
             self.user = (entry.pw_uid, entry.pw_gid)
         #: temporary directories that could not be removed (each one is also logged as a warning)
         self.cleanup_failures = 0
+        self._live: set[subprocess.Popen] = set()
+        self._live_lock = threading.Lock()
         if python_executable is None:
             self.python_executable = sys.executable
             self._argv_flags = ["-I", "-S", "-B"]
@@ -286,7 +296,7 @@ class Sandbox:
             prepared = self._prepare_tests(tests)
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             return SandboxResult("test_error", details={"message": f"the tests do not parse: {exc}"})
-        tmpdir = tempfile.mkdtemp(prefix="rasft-sandbox-", dir=self.tmp_root)
+        tmpdir = tempfile.mkdtemp(prefix="run-", dir=_reaper(self.tmp_root, self.user is not None).root)
         if self.user is not None:
             os.chown(tmpdir, *self.user)
         try:
@@ -383,11 +393,18 @@ class Sandbox:
             logger.warning("Sandbox could not start %s: %s", self.python_executable, exc)
             return SandboxResult("sandbox_error", duration_s=time.monotonic() - start, details={"message": str(exc)})
         os.close(chan_w)
+        reaper = _reaper(self.tmp_root, self.user is not None)
+        reaper.watch(proc.pid)
+        with self._live_lock:
+            self._live.add(proc)
         try:
             out = self._collect(proc, chan_r, nonce.encode("ascii"), marshal.dumps(job, 4), start)
         finally:
             os.close(chan_r)
             self._kill_group(proc)
+            reaper.forget(proc.pid)
+            with self._live_lock:
+                self._live.discard(proc)
         out["returncode"] = proc.returncode
         out["pid"] = proc.pid
         return self._interpret(out, start)
@@ -528,6 +545,18 @@ class Sandbox:
             details=details,
         )
 
+    def kill_running(self) -> int:
+        """Kill every program this sandbox is running now (their process groups); returns how many. Used when the
+        caller is interrupted (Ctrl-C), so that it need not wait for the programs' timeouts."""
+        with self._live_lock:
+            running = list(self._live)
+        for proc in running:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass  # already gone
+        return len(running)
+
     @staticmethod
     def _kill_group(proc: subprocess.Popen) -> None:
         if proc.returncode is None:
@@ -551,6 +580,96 @@ class Sandbox:
         except OSError as exc:
             self.cleanup_failures += 1
             logger.warning("Sandbox could not remove its temporary directory %s: %s", tmpdir, exc)
+
+
+_REAPER_CODE = """\
+import os, shutil, signal, sys, time
+root, groups, buffer = sys.argv[1], set(), b""
+while True:
+    chunk = os.read(0, 4096)
+    if not chunk:
+        break
+    buffer += chunk
+    *lines, buffer = buffer.split(b"\\n")
+    for line in lines:
+        if line[:1] == b"+":
+            groups.add(int(line[1:]))
+        elif line[:1] == b"-":
+            groups.discard(int(line[1:]))
+def writable(func, path, exc_info):
+    try:
+        os.chmod(os.path.dirname(path), 0o700)
+        func(path)
+    except OSError:
+        pass
+for _ in range(3):
+    for group in list(groups):
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except OSError:
+            groups.discard(group)
+    shutil.rmtree(root, onerror=writable)
+    if not groups and not os.path.exists(root):
+        break
+    time.sleep(0.5)
+"""
+
+
+class _Reaper:
+    """Cleans up after a trainer that dies without cleaning up (SIGKILL, SIGTERM, a crash).
+
+    One per process and temporary root: the sandbox's per-run folders live in `root`
+    (`<tmp>/rasft-sandbox-<pid>-*`), and a small watchdog process, in its own session, holds the read end of a pipe
+    whose only write end is in this process. The sandbox tells it which process groups are running (`+pgid` /
+    `-pgid`). When this process ends in any way the pipe reaches end-of-file and the watchdog kills the groups still
+    registered and removes `root`. Sandboxed programs also carry `PR_SET_PDEATHSIG` (Linux), so they die with the
+    thread that started them even before the watchdog acts.
+    """
+
+    def __init__(self, tmp_root: str | None, shared: bool):
+        self.pid = os.getpid()
+        self.root = tempfile.mkdtemp(prefix=f"rasft-sandbox-{self.pid}-", dir=tmp_root)
+        if shared:  # programs run as another user need to traverse the root to reach their own folder
+            os.chmod(self.root, 0o711)
+        read_end, self._write_end = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _REAPER_CODE, self.root], stdin=read_end,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True,
+            )
+        finally:
+            os.close(read_end)
+        self._lock = threading.Lock()
+        self.failures = 0
+
+    def _send(self, message: str) -> None:
+        with self._lock:
+            try:
+                os.write(self._write_end, message.encode("ascii"))
+            except OSError as exc:  # the watchdog is gone: cleanup after a crash is no longer guaranteed
+                self.failures += 1
+                if self.failures == 1:
+                    logger.warning("Sandbox watchdog unreachable (%s): a killed trainer may leave programs behind", exc)
+
+    def watch(self, pgid: int) -> None:
+        self._send(f"+{pgid}\n")
+
+    def forget(self, pgid: int) -> None:
+        self._send(f"-{pgid}\n")
+
+
+_REAPERS: dict[tuple[str | None, bool], _Reaper] = {}
+_REAPERS_LOCK = threading.Lock()
+
+
+def _reaper(tmp_root: str | None, shared: bool) -> _Reaper:
+    """This process's watchdog for `tmp_root` (started on first use; a forked child starts its own)."""
+    key = (tmp_root, shared)
+    with _REAPERS_LOCK:
+        reaper = _REAPERS.get(key)
+        if reaper is None or reaper.pid != os.getpid() or not os.path.isdir(reaper.root):
+            reaper = _REAPERS[key] = _Reaper(tmp_root, shared)
+        return reaper
 
 
 _SIGNALS = {s.value for s in signal.Signals}
@@ -620,7 +739,12 @@ def _site_packages_dirs() -> list[str]:
 # module cannot change what the harness calls. Nothing stays in `__main__`'s globals but `_b`.
 _BOOTSTRAP = """\
 def _b():
-    import builtins, marshal, os
+    import builtins, marshal, os, sys
+    if sys.platform.startswith("linux"):  # die with the trainer (PR_SET_PDEATHSIG = 1, SIGKILL = 9)
+        import ctypes
+        ctypes.CDLL(None).prctl(1, 9)
+        if os.getppid() == 1:  # the trainer died before prctl
+            os._exit(1)
     chunks = []
     while True:
         chunk = os.read(0, 1 << 20)
