@@ -43,6 +43,7 @@ REASONS = (
     "runtime_error",
     "timeout",
     "memory",
+    "disk_quota",
     "early_exit",
     "missing_entry_point",
     "sandbox_violation",
@@ -91,6 +92,7 @@ class CodeVerifier(Verifier):
         memory_mb: address-space limit per program (MiB).
         max_processes: extra threads/processes a program may create (`RLIMIT_NPROC`, non-root only).
         max_file_mb: largest file a program may write (MiB).
+        max_disk_mb: total size a program may write in its folder (MiB; reason `"disk_quota"`).
         max_output_bytes: bytes of stdout and of stderr kept per program.
         num_workers: programs run concurrently; `None` means `os.cpu_count()`.
         strict_asserts: reject "always-equal" objects in assert comparisons (see [`Sandbox`]).
@@ -117,6 +119,7 @@ class CodeVerifier(Verifier):
         memory_mb: int = 1024,
         max_processes: int = 32,
         max_file_mb: int = 16,
+        max_disk_mb: int = 64,
         max_output_bytes: int = 16384,
         num_workers: int | None = None,
         strict_asserts: bool = True,
@@ -129,6 +132,7 @@ class CodeVerifier(Verifier):
             memory_mb=memory_mb,
             max_processes=max_processes,
             max_file_mb=max_file_mb,
+            max_disk_mb=max_disk_mb,
             max_output_bytes=max_output_bytes,
             strict_asserts=strict_asserts,
         )

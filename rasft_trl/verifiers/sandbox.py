@@ -39,7 +39,9 @@ without the kernel layers):
 - **Filesystem writes.** The child runs in a fresh temporary directory, removed afterwards. Writes,
   deletions, renames, `chmod`, links and `mkdir` outside it (except `/dev/null`) are refused by the
   audit hook and, where Landlock is available (Linux >= 5.13), by the kernel, which also covers
-  `dir_fd`, symlinks and any other route. `RLIMIT_FSIZE` (`max_file_mb`) caps file sizes;
+  `dir_fd`, symlinks and any other route. `RLIMIT_FSIZE` (`max_file_mb`) caps file sizes; the whole
+  folder is capped at `max_disk_mb` (its size is measured every 0.1 s and the program killed above it,
+  `"disk_quota"`; a program can overshoot by what it writes in 0.1 s, each file counting at least 4 KiB);
   `RLIMIT_CORE` is 0. Opening `/proc/self/*` (the harness's memory and descriptors) is refused.
 - **Environment and I/O.** A scrubbed environment (`PATH`, `HOME`/`TMPDIR` = the temporary directory,
   locale, one BLAS thread), stdin is `/dev/null`, stdout/stderr are captured up to
@@ -132,6 +134,7 @@ SANDBOX_STATUSES = (
     "syntax_error",
     "timeout",
     "memory",
+    "disk_quota",
     "early_exit",
     "missing_entry_point",
     "sandbox_violation",
@@ -180,6 +183,7 @@ class Sandbox:
             the kernel counts all tasks of the user, or of the user namespace when the network namespace
             needed one; not enforced for root).
         max_file_mb: largest file the program may write (`RLIMIT_FSIZE`), MiB.
+        max_disk_mb: total size of everything the program writes in its folder, MiB (status `"disk_quota"`).
         max_open_files: `RLIMIT_NOFILE`.
         max_output_bytes: bytes of stdout and of stderr kept (each); the rest is read and dropped.
         strict_asserts: reject comparisons in `assert` statements between a program-defined object
@@ -207,6 +211,7 @@ class Sandbox:
         memory_mb: int = 1024,
         max_processes: int = 32,
         max_file_mb: int = 16,
+        max_disk_mb: int = 64,
         max_open_files: int = 256,
         max_output_bytes: int = 16384,
         strict_asserts: bool = True,
@@ -226,6 +231,7 @@ class Sandbox:
             ("memory_mb", memory_mb, 64),
             ("max_processes", max_processes, 0),
             ("max_file_mb", max_file_mb, 1),
+            ("max_disk_mb", max_disk_mb, 1),
             ("max_open_files", max_open_files, 16),
             ("max_output_bytes", max_output_bytes, 0),
         ):
@@ -238,6 +244,7 @@ class Sandbox:
         self.memory_mb = int(memory_mb)
         self.max_processes = int(max_processes)
         self.max_file_mb = int(max_file_mb)
+        self.max_disk_mb = int(max_disk_mb)
         self.max_open_files = int(max_open_files)
         self.max_output_bytes = int(max_output_bytes)
         self.strict_asserts = bool(strict_asserts)
@@ -398,7 +405,7 @@ class Sandbox:
         with self._live_lock:
             self._live.add(proc)
         try:
-            out = self._collect(proc, chan_r, nonce.encode("ascii"), marshal.dumps(job, 4), start)
+            out = self._collect(proc, chan_r, nonce.encode("ascii"), marshal.dumps(job, 4), start, tmpdir)
         finally:
             os.close(chan_r)
             self._kill_group(proc)
@@ -409,7 +416,9 @@ class Sandbox:
         out["pid"] = proc.pid
         return self._interpret(out, start)
 
-    def _collect(self, proc: subprocess.Popen, chan_r: int, nonce: bytes, job: bytes, start: float) -> dict:
+    def _collect(
+        self, proc: subprocess.Popen, chan_r: int, nonce: bytes, job: bytes, start: float, tmpdir: str
+    ) -> dict:
         """Send the job; read stdout/stderr/channel until the report arrives, the child exits, or the deadline.
 
         Everything goes through one selector, so that a child that never reads its job (or never stops
@@ -423,6 +432,8 @@ class Sandbox:
         record = None
         started = False
         timed_out = False
+        over_quota = False
+        quota, next_disk_check = self.max_disk_mb * 2**20, 0.0
         sel = selectors.DefaultSelector()
         for fd, name in ((proc.stdout.fileno(), "stdout"), (proc.stderr.fileno(), "stderr"), (chan_r, "chan")):
             os.set_blocking(fd, False)
@@ -472,7 +483,13 @@ class Sandbox:
                 if remaining <= 0:
                     timed_out = True
                     break
-                for key, _ in sel.select(timeout=min(remaining, 0.5)):
+                now = time.monotonic()
+                if now >= next_disk_check:
+                    next_disk_check = now + _DISK_CHECK_INTERVAL_S
+                    if _disk_usage(tmpdir, quota) > quota:
+                        over_quota = True
+                        break
+                for key, _ in sel.select(timeout=min(remaining, _DISK_CHECK_INTERVAL_S)):
                     if key.data == "stdin":
                         if not write_ready():
                             sel.unregister(stdin_fd)
@@ -481,7 +498,7 @@ class Sandbox:
                         sel.unregister(key.fd)
                 if record is not None:
                     break  # the harness os._exit()s right after writing it
-            if not timed_out:
+            if not timed_out and not over_quota:
                 # All pipes closed (or record received): wait for the exit without reaping, so that the
                 # process group id cannot be reused before _kill_group runs.
                 while not _has_exited(proc.pid):
@@ -501,6 +518,7 @@ class Sandbox:
             "record": record,
             "started": started,
             "timed_out": timed_out and record is None,
+            "over_quota": over_quota and record is None,
             "stdout": bytes(streams["stdout"]),
             "stderr": bytes(streams["stderr"]),
             "truncated": {k: seen[k] > cap for k in ("stdout", "stderr")},
@@ -517,6 +535,9 @@ class Sandbox:
             details.update(info)
             if status not in SANDBOX_STATUSES:
                 status, details["message"] = "sandbox_error", f"unknown status {status!r}"
+        elif out["over_quota"]:
+            status = "disk_quota"
+            details["limit_mb"] = self.max_disk_mb
         elif out["timed_out"]:
             status = "timeout"
             details["limit"] = "wall_clock"
@@ -580,6 +601,30 @@ class Sandbox:
         except OSError as exc:
             self.cleanup_failures += 1
             logger.warning("Sandbox could not remove its temporary directory %s: %s", tmpdir, exc)
+
+
+_DISK_CHECK_INTERVAL_S = 0.1
+
+
+def _disk_usage(root: str, stop_above: int) -> int:
+    """Bytes used under `root` (allocated blocks, at least 4 KiB per entry so that empty files count); stops counting
+    once past `stop_above`."""
+    total, stack = 0, [root]
+    while stack and total <= stop_above:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += max(info.st_blocks * 512, 4096)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    return total
 
 
 _REAPER_CODE = """\

@@ -640,3 +640,15 @@ def test_thread_that_writes_fake_reports_after_the_tests(sandbox):
         """
     )
     assert run(sandbox, program, "assert f() == 1").status in ("assertion_failed", "timeout")
+
+
+def test_the_total_written_to_disk_is_capped():
+    sandbox = Sandbox(timeout_s=20.0, max_file_mb=8, max_disk_mb=24)
+    # 40 files of 4 MiB: each under max_file_mb, together far above max_disk_mb
+    flood = "for i in range(40):\n    open(f'f{i}.bin', 'wb').write(b'x' * (4 << 20))\nimport time\ntime.sleep(5)"
+    r = sandbox.run(flood, "assert True")
+    assert r.status == "disk_quota" and r.details["limit_mb"] == 24, r
+    many = "for i in range(20000):\n    open(f'e{i}', 'w').close()"  # empty files count too
+    assert sandbox.run(many, "assert True").status == "disk_quota"
+    small = "open('f.bin', 'wb').write(b'x' * (1 << 20))\nx = 1"
+    assert sandbox.run(small, "assert x == 1").status == "passed"
