@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..evaluation.generate import cpu_has_native_bf16
 from .warmstart import WarmStartSettings
 
 #: prompt + completion budget in tokens: prompts are under 110 tokens, rollouts at most `rollout_max_new_tokens`
@@ -207,14 +208,6 @@ def make_config(method: str, args: DemoArgs, output_dir: str):
         seed=args.seed,
         **METHODS[method],
     )
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU runs bf16 matmuls natively (AMX or AVX512-BF16); elsewhere bf16 is emulated and slower."""
-    import torch
-
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def lora_config():

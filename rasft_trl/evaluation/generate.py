@@ -85,7 +85,8 @@ def stop_token_ids(tokenizer, model_path: str | None = None) -> list[int]:
 
 
 def load_causal_lm(model: str, dtype: str = "auto", revision: str | None = None, trust_remote_code: bool = False):
-    """A causal LM for the transformers sampler; an adapter folder is loaded onto its base and merged."""
+    """A causal LM for the transformers sampler; an adapter folder is loaded onto its base and merged (in fp32, then
+    cast to `dtype`, so that it samples like the merged model saved in fp32)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -93,23 +94,49 @@ def load_causal_lm(model: str, dtype: str = "auto", revision: str | None = None,
     torch_dtype = _torch_dtype(dtype, device)
     base = adapter_base(model) if is_adapter_folder(model) else model
     network = AutoModelForCausalLM.from_pretrained(
-        base, dtype=torch_dtype, revision=None if base != model else revision, trust_remote_code=trust_remote_code
+        base, dtype=torch.float32 if base != model else torch_dtype,  # an adapter is merged in fp32, then cast
+        revision=None if base != model else revision, trust_remote_code=trust_remote_code,
     )
     if base != model:
         from peft import PeftModel
 
-        network = PeftModel.from_pretrained(network, model).merge_and_unload()
+        network = PeftModel.from_pretrained(network, model).merge_and_unload().to(torch_dtype)
     return network.to(device).eval()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (AMX or AVX512-BF16); elsewhere bf16 is emulated and slower."""
+    import torch
+
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def _torch_dtype(dtype: str, device: str):
     import torch
 
-    if dtype == "auto":
-        return torch.bfloat16 if device == "cuda" else torch.float32
+    if dtype == "auto":  # bf16 where it is fast: GPUs, and CPUs with native bf16 matmuls (AMX / AVX512-BF16)
+        return torch.bfloat16 if device == "cuda" or cpu_has_native_bf16() else torch.float32
     if not hasattr(torch, dtype):
         raise ValueError(f"Unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16.")
     return getattr(torch, dtype)
+
+
+def _step_progress(bar, batch: int, max_new_tokens: int):
+    """A no-op logits processor that shows the decoding step of the running batch on the progress bar (a batch of
+    long generations otherwise shows no progress for minutes)."""
+    from transformers import LogitsProcessor
+
+    class StepProgress(LogitsProcessor):
+        step = 0
+
+        def __call__(self, input_ids, scores):
+            self.step += 1
+            if self.step % 16 == 0:
+                bar.set_postfix_str(f"batch of {batch}: token {self.step}/{max_new_tokens}")
+            return scores
+
+    return StepProgress()
 
 
 class TransformersSampler:
@@ -158,7 +185,8 @@ class TransformersSampler:
                 input_ids = pad(prompts, padding_value=self.tokenizer.pad_token_id, padding_side="left").to(device)
                 mask = pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left").to(device)
                 torch.manual_seed(seeds[chunk[0]])
-                output = self.model.generate(input_ids=input_ids, attention_mask=mask,
+                steps = _step_progress(bar, len(chunk), self.generation_config.max_new_tokens)
+                output = self.model.generate(input_ids=input_ids, attention_mask=mask, logits_processor=[steps],
                                              generation_config=self.generation_config)  # [B, Lp + new]
                 for i, row in zip(chunk, output[:, input_ids.size(1) :].cpu().tolist()):
                     ids = truncate_at_stop(row, self.stop_ids)

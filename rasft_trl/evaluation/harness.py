@@ -60,7 +60,8 @@ class EvalConfig:
         column_maps: benchmark -> {role: column} for local files named differently.
         dataset_revisions: benchmark -> Hub revision, overriding the pinned one.
         model_revision: Hub revision of the model.
-        dtype: `"auto"` (bf16 on GPU, fp32 on CPU), `"float32"`, `"bfloat16"`, `"float16"`.
+        dtype: `"auto"` (bf16 on GPU and on CPUs with native bf16 matmuls, else fp32), `"float32"`, `"bfloat16"`,
+            `"float16"`.
         batch_size: requests per `generate` call (transformers backend).
         chunk_size: requests generated, judged and written together (the resume granularity).
         vllm_kwargs: extra `vllm.LLM` arguments (`tensor_parallel_size`, `gpu_memory_utilization`, ...).

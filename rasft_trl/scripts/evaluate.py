@@ -73,7 +73,8 @@ def make_parser() -> argparse.ArgumentParser:
         help="read a role from a differently named column of a local file (repeatable)")
     add("--dataset-revision", action="append", metavar="BENCH=REV", help="Hub revision overriding the pinned one")
     add("--model-revision", default=None, help="Hub revision of the model")
-    add("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
+    add("--dtype", default="auto", help="auto (bf16 on GPU and on CPUs with native bf16, else fp32), float32, "
+        "bfloat16, float16")
     add("--batch-size", type=int, default=16, help="requests per generate call (transformers backend)")
     add("--chunk-size", type=int, default=256, help="requests generated, judged and written together")
     add("--vllm-kwargs", default="{}", help="JSON object of extra vllm.LLM arguments, e.g. "
