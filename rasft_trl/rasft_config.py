@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -401,19 +400,19 @@ class RASFTConfig(_BaseConfig):
             if not ok:
                 raise ValueError(message)
 
-        for f in dataclasses.fields(RASFTConfig):
-            value = getattr(self, f.name)
-            if f.type in (bool, "bool") and not isinstance(value, bool):
+        for name, annotation in self._own_annotations().items():
+            value = getattr(self, name)
+            if annotation in (bool, "bool") and not isinstance(value, bool):
                 raise TypeError(
-                    f"{f.name} must be a bool (True or False), got {value!r} ({type(value).__name__}); a string like "
+                    f"{name} must be a bool (True or False), got {value!r} ({type(value).__name__}); a string like "
                     f"'false' would count as true."
                 )
             if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{f.name} must be a finite number, got {value}.")
+                raise ValueError(f"{name} must be a finite number, got {value}.")
             if isinstance(value, (list, tuple)) and any(
                 isinstance(v, float) and not math.isfinite(v) for v in value
             ):
-                raise ValueError(f"{f.name} must hold finite numbers, got {value}.")
+                raise ValueError(f"{name} must hold finite numbers, got {value}.")
         for name in ("learning_rate", "weight_decay", "max_grad_norm"):
             value = getattr(self, name)
             require(math.isfinite(value), f"{name} must be a finite number, got {value}.")
@@ -493,6 +492,18 @@ class RASFTConfig(_BaseConfig):
             self.loss_aggregation in LOSS_AGGREGATIONS,
             f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {self.loss_aggregation!r}.",
         )
+
+    @classmethod
+    def _own_annotations(cls) -> dict[str, object]:
+        """Fields declared by RASFTConfig and its subclasses, with their annotations as written.
+
+        Read from the classes, not from `dataclasses.fields`: transformers' argument parser rewrites `Field.type` of
+        inherited `TrainingArguments` fields in place (e.g. `str | bool` to `bool`).
+        """
+        annotations: dict[str, object] = {}
+        for klass in reversed(cls.__mro__[: cls.__mro__.index(RASFTConfig) + 1]):
+            annotations.update(klass.__dict__.get("__annotations__", {}))
+        return annotations
 
     @property
     def needs_reference(self) -> bool:

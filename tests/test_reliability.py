@@ -190,3 +190,15 @@ def test_resume_state_problems_are_visible(tmp_path, tiny_model_dir, caplog):
     with caplog.at_level("WARNING", logger="rasft_trl"):
         _resume(tmp_path / "again", tiny_model_dir, checkpoint)
     assert "has no rasft_state.json" in caplog.text
+
+
+def test_bool_check_survives_the_argument_parser(tmp_path):
+    """transformers' parser rewrites inherited fields' types in place (`str | bool` -> `bool`); TrainingArguments
+    fields keep their own rules (`include_num_input_tokens_seen="no"` is valid) and ours stay strict."""
+    from trl import TrlParser
+
+    TrlParser((RASFTConfig,))
+    config = RASFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    assert config.include_num_input_tokens_seen in ("no", False)
+    with pytest.raises(TypeError, match="use_rollouts must be a bool"):
+        RASFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", use_rollouts="false")
