@@ -13,7 +13,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 CHILD = textwrap.dedent('''
-    import multiprocessing.forkserver as fs, os, sys
+    import multiprocessing.forkserver as fs, os, signal, sys
+    # as in a terminal: a test runner started in the background may have left SIGINT ignored, which children inherit
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from rasft_trl.verifiers import CodeVerifier, MathVerifier, Sandbox
 
     math = MathVerifier(num_workers=2)
