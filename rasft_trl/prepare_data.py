@@ -209,7 +209,7 @@ def _numina_checker(workers: int | None) -> Callable[[list[dict]], list[str | No
             elif _empty(record["completion"]):
                 reasons[i] = "empty_solution"
             else:
-                gold, why = extract_gold(record["completion"])
+                gold, _ = extract_gold(record["completion"])
                 if gold is None or "\\boxed" not in record["completion"]:
                     reasons[i] = "gold_no_answer"
                 else:

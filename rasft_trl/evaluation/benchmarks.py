@@ -15,13 +15,11 @@ of the local file that holds it: `{"problem": "question"}` reads the problem fro
 
 from __future__ import annotations
 
-import ast
 import gzip
 import hashlib
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..verifiers.code import compose_program  # noqa: F401  (re-exported: the program a code answer is judged by)
 
 logger = logging.getLogger(__name__)
 
@@ -144,40 +144,6 @@ def _mbpp_row(row: dict, columns: dict[str, str]) -> tuple[str, dict[str, Any]]:
     return MBPP_INSTRUCTION.format(text=str(row[columns["text"]]).strip(), tests="\n".join(tests)), reference
 
 
-def compose_program(response: str, reference: dict[str, Any]) -> str:
-    """The program a code response is judged by.
-
-    MBPP-style rows: the response as is (the code verifier takes its last ```python block). HumanEval rows
-    (`code_prompt` and `entry_point` in the reference): a response that defines the entry point keeps its code, with
-    the prompt's `import` lines put in front (the prompt imports what its signature uses, e.g. `List`); a response
-    that does not (it continued the body) is appended to the prompt, as HumanEval's own harness does.
-    """
-    code_prompt = reference.get("code_prompt")
-    entry_point = reference.get("entry_point")
-    if not code_prompt or not entry_point:
-        return response
-    from ..verifiers.code import extract_program
-
-    program = extract_program(response)
-    if _defines(program, entry_point):
-        imports = [line for line in code_prompt.splitlines() if re.match(r"\s*(import|from)\s+\w", line)]
-        return "\n".join([*imports, program])
-    # a body: the raw text keeps its indentation (extract_program dedents); a dedented fenced body is re-indented
-    body = program if "```" in response else response.rstrip()
-    first = next((line for line in body.splitlines() if line.strip()), "")
-    if first and not first[0].isspace():
-        body = "\n".join("    " + line if line.strip() else line for line in body.splitlines())
-    return code_prompt + body
-
-
-def _defines(program: str, name: str) -> bool:
-    try:
-        tree = ast.parse(program)
-    except (SyntaxError, ValueError):
-        return re.search(rf"^\s*def\s+{re.escape(name)}\s*\(", program, re.MULTILINE) is not None
-    return any(isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name for node in tree.body)
-
-
 # ---------------------------------------------------------------------------------------------------- registry
 
 _MATH = {"id": "unique_id", "problem": "problem", "answer": "answer"}
@@ -245,9 +211,12 @@ PAPER_BENCHMARKS = PAPER_MATH + PAPER_CODE
 
 def resolve_benchmark(name: str) -> BenchmarkSpec:
     """The spec of a benchmark by name or alias (case, `-` and `_` ignored)."""
-    key = re.sub(r"[-_ ]", "", name.strip().lower())
+    def squash(text: str) -> str:
+        return "".join(ch for ch in text.strip().lower() if ch not in "-_ ")
+
+    key = squash(name)
     for spec in BENCHMARKS.values():
-        if key in {re.sub(r"[-_ ]", "", n) for n in (spec.name, *spec.aliases)}:
+        if key in {squash(n) for n in (spec.name, *spec.aliases)}:
             return spec
     raise ValueError(f"Unknown benchmark {name!r}; available: {', '.join(BENCHMARKS)}.")
 

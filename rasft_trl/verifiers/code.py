@@ -31,7 +31,7 @@ from .sandbox import Sandbox, SandboxResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REASONS", "CodeVerifier", "extract_program"]
+__all__ = ["REASONS", "CodeVerifier", "compose_program", "extract_program"]
 
 #: Reasons a [`VerifyResult`] of the code verifier can carry. `passed` is the only correct one;
 #: `no_tests`, `invalid_tests`, `test_error` and `sandbox_error` are `cannot_judge`.
@@ -76,6 +76,38 @@ def extract_program(response: str) -> str:
     if blocks:  # dedented: a fence inside a list item is indented with its code
         return textwrap.dedent(blocks[-1]).strip("\n")
     return textwrap.dedent(response).strip()
+
+
+def compose_program(response: str, reference: dict[str, Any]) -> str:
+    """The program a code response is judged by.
+
+    MBPP-style rows: the response as is (the code verifier takes its last ```python block). HumanEval rows
+    (`code_prompt` and `entry_point` in the reference): a response that defines the entry point keeps its code, with
+    the prompt's `import` lines put in front (the prompt imports what its signature uses, e.g. `List`); a response
+    that does not (it continued the body) is appended to the prompt, as HumanEval's own harness does.
+    """
+    code_prompt = reference.get("code_prompt")
+    entry_point = reference.get("entry_point")
+    if not code_prompt or not entry_point:
+        return response
+    program = extract_program(response)
+    if _defines(program, entry_point):
+        imports = [line for line in code_prompt.splitlines() if re.match(r"\s*(import|from)\s+\w", line)]
+        return "\n".join([*imports, program])
+    # a body: the raw text keeps its indentation (extract_program dedents); a dedented fenced body is re-indented
+    body = program if "```" in response else response.rstrip()
+    first = next((line for line in body.splitlines() if line.strip()), "")
+    if first and not first[0].isspace():
+        body = "\n".join("    " + line if line.strip() else line for line in body.splitlines())
+    return code_prompt + body
+
+
+def _defines(program: str, name: str) -> bool:
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError):
+        return re.search(rf"^\s*def\s+{re.escape(name)}\s*\(", program, re.MULTILINE) is not None
+    return any(isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name for node in tree.body)
 
 
 class CodeVerifier(Verifier):
