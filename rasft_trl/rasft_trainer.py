@@ -343,10 +343,16 @@ class RASFTTrainer(_BaseTrainer):
             Trajectory(p, truncate_completion(p, c, args.max_length), i, True)
             for i, (p, c) in enumerate(zip(sample["prompt_ids"], sample["completion_ids"]))
         ]
-        nlls = self._expert_nlls(experts, desc="Calibrating the expert-loss window")
-        all_nlls = self.accelerator.gather_for_metrics(nlls.to(self.accelerator.device), use_gather_object=False)
+        nlls = self._expert_nlls(experts, desc="Calibrating the expert-loss window")  # [len(shard)]
+        # Shards differ by one problem when the sample does not split evenly; a gather needs equal shapes.
+        per_rank = -(-size // self.accelerator.num_processes)
+        padded = torch.zeros(per_rank, 2, dtype=torch.float32)  # [per_rank, (nll, is_real)]
+        padded[: len(nlls), 0] = nlls.float()
+        padded[: len(nlls), 1] = 1.0
+        gathered = self.accelerator.gather(padded.to(self.accelerator.device)).cpu()  # [world * per_rank, 2]
+        all_nlls = gathered[gathered[:, 1] > 0, 0]
         calibration = curriculum.calibrate_window(
-            all_nlls.float().cpu(),
+            all_nlls,
             tuple(args.window_start_quantiles),
             tuple(args.window_end_quantiles),
             args.hard_probe_max_quantile,
@@ -489,7 +495,7 @@ class RASFTTrainer(_BaseTrainer):
         if self.ref_model is not None:
             scored = self._score(self.ref_model, trajectories)
             out = [v for logps, b in scored for v in gather_rows(logps.float().cpu(), b["completion_mask"].cpu())]
-        elif trajectories:  # LoRA: the same network with the adapter disabled
+        else:  # LoRA: the same network with the adapter disabled (entered with no trajectories too: see `_score`)
             with use_adapter(self.accelerator.unwrap_model(self.model), None):
                 scored = self._score(self.model, trajectories)
                 out = [v for logps, b in scored for v in gather_rows(logps.float().cpu(), b["completion_mask"].cpu())]
@@ -497,17 +503,41 @@ class RASFTTrainer(_BaseTrainer):
 
     @torch.no_grad()
     def _score(self, model, trajectories: list[Trajectory], desc: str | None = None):
-        """Yield `(per_token_logps [b, T-1], batch)` for chunks of `per_device_train_batch_size` trajectories."""
+        """Yield `(per_token_logps [b, T-1], batch)` for chunks of `per_device_train_batch_size` trajectories.
+
+        Lockstep: with several processes, every process runs as many forwards as the busiest one (a process with
+        fewer trajectories scores a one-token filler for the rest). Under ZeRO-3 and FSDP a forward gathers the
+        sharded parameters, a collective; unequal counts would hang. Under DDP the extra forwards run while the
+        process would otherwise wait for the others."""
         size = self.args.per_device_train_batch_size
-        chunks = range(0, len(trajectories), size)
+        own = -(-len(trajectories) // size)
+        total = self._lockstep_count(own)
+        chunks = range(total)
         if desc is not None and self.accelerator.is_local_main_process:
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc=desc)
-        for start in chunks:
+        for index in chunks:
+            if index >= own:
+                self._token_logps(model, self._prepare_input(self._filler_batch()))
+                self._counters["lockstep/filler_forwards"] += 1
+                continue
+            start = index * size
             batch = collate_trajectories(trajectories[start : start + size], self.processing_class.pad_token_id)
             batch = self._prepare_input(batch)
             yield self._token_logps(model, batch), batch
+
+    def _lockstep_count(self, count: int) -> int:
+        """The largest `count` over all processes (a collective; `count` itself with one process)."""
+        if self.accelerator.num_processes == 1:
+            return count
+        counts = self.accelerator.gather(torch.tensor([count], device=self.accelerator.device))
+        return int(counts.max())
+
+    def _filler_batch(self) -> dict[str, torch.Tensor]:
+        """A one-token prompt and a one-token completion: the cheapest forward that runs every layer."""
+        eos = self.eos_token_id
+        return collate_trajectories([Trajectory([eos], [eos], 0, True)], self.processing_class.pad_token_id)
 
     @torch.no_grad()
     def _token_logps_no_grad(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -683,11 +713,41 @@ class RASFTTrainer(_BaseTrainer):
                 f"inf (first: {bad[0]})."
             )
         super()._save_checkpoint(model, trial)
-        if self._calibration is not None and self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
-            with open(os.path.join(folder, STATE_FILE), "w") as f:
-                json.dump({"calibration": self._calibration.to_dict(), "calibrated_at": self._calibrated_at,
-                           "quantiles": self._window_quantiles()}, f)
+        if self.args.save_only_model:  # no RNG state saved (see `_save_rng_state`): the window's state goes last
+            self._save_rasft_state(os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}"))
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        # before trainer_state.json, the file transformers writes last: a checkpoint that has it is complete
+        self._save_rasft_state(output_dir)
+
+    def _save_rasft_state(self, folder: str) -> None:
+        """The expert-loss window's calibration, written atomically (a killed save leaves no truncated file)."""
+        if self._calibration is None or not self.args.should_save:
+            return
+        state = {"calibration": self._calibration.to_dict(), "calibrated_at": self._calibrated_at,
+                 "quantiles": self._window_quantiles()}
+        partial = os.path.join(folder, STATE_FILE + ".partial")
+        with open(partial, "w") as f:
+            json.dump(state, f)
+        os.replace(partial, os.path.join(folder, STATE_FILE))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None,
+              **kwargs):
+        """As `Trainer.train`; `resume_from_checkpoint=True` takes the last *complete* checkpoint in `output_dir`
+        (a process killed while saving leaves a folder without `trainer_state.json`, which is skipped with a
+        warning), and a checkpoint folder that is incomplete is an error naming what is missing."""
+        needs_state = self.args.use_rollouts
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, needs_state)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint found in output_dir ({self.args.output_dir}) to resume from.")
+        elif isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            problem = checkpoint_problem(str(resume_from_checkpoint), needs_rasft_state=False)
+            if problem is not None:
+                raise ValueError(f"Cannot resume from {resume_from_checkpoint}: {problem}.")
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
     def _window_quantiles(self) -> dict[str, list[float]]:
         args = self.args
@@ -724,6 +784,44 @@ class RASFTTrainer(_BaseTrainer):
             return
         self._calibration = calibration
         self._calibrated_at = state.get("calibrated_at", 0)
+
+
+def checkpoint_problem(folder: str, needs_rasft_state: bool) -> str | None:
+    """Why `folder` is not a complete checkpoint, or None. transformers writes `trainer_state.json` last (RASFT's
+    `rasft_state.json` just before it), so a save killed half-way leaves it missing or truncated."""
+    if not os.path.isdir(folder):
+        return "it is not a folder"
+    names = ["trainer_state.json"] + ([STATE_FILE] if needs_rasft_state else [])
+    for name in names:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            return f"{name} is missing (the save was interrupted?)"
+        try:
+            with open(path) as f:
+                json.load(f)
+        except (OSError, ValueError) as exc:
+            return f"{name} is damaged ({type(exc).__name__}: {exc})"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str, needs_rasft_state: bool) -> str | None:
+    """The `checkpoint-<step>` folder of `output_dir` with the highest step that is complete (see
+    `checkpoint_problem`); incomplete later ones are skipped with a warning. None if there is none."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = sorted(
+        (int(name.split("-", 1)[1]), name)
+        for name in os.listdir(output_dir)
+        if name.startswith("checkpoint-") and name.split("-", 1)[1].isdigit()
+        and os.path.isdir(os.path.join(output_dir, name))
+    )
+    for _, name in reversed(steps):
+        folder = os.path.join(output_dir, name)
+        problem = checkpoint_problem(folder, needs_rasft_state)
+        if problem is None:
+            return folder
+        logger.warning(f"Skipping {folder} when resuming: {problem}.")
+    return None
 
 
 def reward_value(reward: Any) -> float | None:

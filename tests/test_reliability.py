@@ -192,6 +192,42 @@ def test_resume_state_problems_are_visible(tmp_path, tiny_model_dir, caplog):
     assert "has no rasft_state.json" in caplog.text
 
 
+def test_last_complete_checkpoint_skips_a_half_written_save(tmp_path, caplog):
+    import json
+
+    from rasft_trl.rasft_trainer import checkpoint_problem, last_complete_checkpoint
+
+    def checkpoint(step, files):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        return str(folder)
+
+    good = {"trainer_state.json": json.dumps({"global_step": 1}), "rasft_state.json": "{}"}
+    two = checkpoint(2, good)
+    checkpoint(10, {"trainer_state.json": json.dumps({"global_step": 10})})  # killed before rasft_state.json
+    checkpoint(12, {"model.safetensors": "x"})  # killed while writing the weights
+    checkpoint(14, {**good, "trainer_state.json": '{"global_st'})  # killed while writing trainer_state.json
+    (tmp_path / "checkpoint-20-tmp").mkdir()
+    with caplog.at_level("WARNING", logger="rasft_trl"):
+        assert last_complete_checkpoint(str(tmp_path), needs_rasft_state=True) == two
+    assert all(f"checkpoint-{s}" in caplog.text for s in (10, 12, 14))
+    assert last_complete_checkpoint(str(tmp_path), needs_rasft_state=False).endswith("checkpoint-10")
+    assert "trainer_state.json is damaged" in checkpoint_problem(str(tmp_path / "checkpoint-14"), False)
+    assert last_complete_checkpoint(str(tmp_path / "nothing"), True) is None
+
+
+def test_resuming_from_an_incomplete_checkpoint_is_an_error(tmp_path, tiny_model_dir):
+    checkpoint = _checkpoint(tmp_path, tiny_model_dir)
+    os.remove(os.path.join(checkpoint, "trainer_state.json"))
+    # transformers alone would load the weights and silently start again at step 0
+    with pytest.raises(ValueError, match=r"Cannot resume from .*trainer_state.json is missing"):
+        _resume(tmp_path, tiny_model_dir, checkpoint)
+    with pytest.raises(ValueError, match=r"No complete checkpoint found"):
+        _resume(tmp_path, tiny_model_dir, True)
+
+
 def test_bool_check_survives_the_argument_parser(tmp_path):
     """transformers' parser rewrites inherited fields' types in place (`str | bool` -> `bool`); TrainingArguments
     fields keep their own rules (`include_num_input_tokens_seen="no"` is valid) and ours stay strict."""

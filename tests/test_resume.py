@@ -57,3 +57,54 @@ def test_epoch_boundary_resume_matches_the_uninterrupted_run(tmp_path, tiny_mode
     assert [losses[s] for s in (3, 4)] == pytest.approx([full_losses[s] for s in (3, 4)], rel=1e-6, abs=0)
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.allclose(a, b, atol=1e-6, rtol=0)
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def worker(model_dir, out, *mode):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, os.path.join(HERE, "resume_worker.py"), model_dir, str(out), *mode],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_model_dir):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    result = worker(tiny_model_dir, out, "full")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill, resumed_from", [
+    (("kill", "SIGKILL", "3"), 2),  # killed after step 3: checkpoint-2 is the last
+    (("kill", "SIGINT", "5"), 4),  # Ctrl-C after step 5
+    (("killsave", "4"), 2),  # killed while writing checkpoint-4: the half-written folder is skipped
+])
+def test_killed_run_resumes_like_the_uninterrupted_run(tmp_path, tiny_model_dir, uninterrupted, kill, resumed_from):
+    import json
+
+    killed = worker(tiny_model_dir, tmp_path, *kill)
+    assert killed.returncode != 0 and not (tmp_path / "losses.json").exists(), killed.stderr[-2000:]
+    if kill[0] == "killsave":
+        assert (tmp_path / "checkpoint-4").is_dir() and not (tmp_path / "checkpoint-4" / "trainer_state.json").exists()
+    result = worker(tiny_model_dir, tmp_path, "resume")
+    assert result.returncode == 0, result.stderr[-4000:]
+    full_losses = json.loads((uninterrupted / "losses.json").read_text())["losses"]
+    record = json.loads((tmp_path / "losses.json").read_text())
+    # it resumed (a run from scratch would match too): only the steps after its checkpoint ran in this process
+    assert record["steps_run"] == list(range(resumed_from + 1, 7))
+    losses = record["losses"]  # the checkpoint's log history holds the earlier steps
+    assert sorted(int(s) for s in losses) == list(range(1, 7))
+    for step, loss in losses.items():
+        assert loss == full_losses[step], (step, loss, full_losses[step])
+    full, final = torch.load(uninterrupted / "final.pt"), torch.load(tmp_path / "final.pt")
+    assert full.keys() == final.keys()
+    for name in full:
+        assert torch.allclose(full[name], final[name], atol=1e-6, rtol=0), name
+    if kill[0] == "killsave":
+        assert "Skipping" in result.stderr and "checkpoint-4" in result.stderr

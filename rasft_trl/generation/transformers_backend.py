@@ -70,9 +70,16 @@ class TransformersGeneration:
         """Nothing to do: generation reads the training weights directly."""
 
     def generate(self, prompt_ids: list[list[int]], num_samples: int) -> list[list[int]]:
-        if not prompt_ids:
+        """Sample `num_samples` completions per prompt. Called by every process: with several processes each one
+        makes as many `generate` calls, on as many prompts, as the busiest (a process with fewer prompts pads with a
+        one-token filler prompt whose samples are dropped). Under ZeRO-3 gathering the parameters is a collective,
+        and under FSDP or ZeRO-3 without gathering every decoding step is (transformers' `synced_gpus`)."""
+        own = len(prompt_ids)
+        target = own if self.accelerator.num_processes == 1 else self._global_max(own)
+        if target == 0:
             return []
-        step = self.batch_size or len(prompt_ids)
+        prompt_ids = list(prompt_ids) + [[self.eos_token_ids[0]]] * (target - own)
+        step = self.batch_size or target
         completions: list[list[int]] = []
         with ExitStack() as stack:
             unwrapped = stack.enter_context(
@@ -93,7 +100,11 @@ class TransformersGeneration:
                     completions.extend(self._generate_chunk(unwrapped, prompt_ids[start : start + step], num_samples))
             finally:
                 unwrapped.train(was_training)
-        return completions
+        return completions[: own * num_samples]
+
+    def _global_max(self, count: int) -> int:
+        counts = self.accelerator.gather(torch.tensor([count], device=self.accelerator.device))
+        return int(counts.max())
 
     def _generate_chunk(self, unwrapped, prompt_ids: list[list[int]], num_samples: int) -> list[list[int]]:
         device = self.accelerator.device
