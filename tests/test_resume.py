@@ -13,8 +13,9 @@ from rasft_trl import RASFTTrainer
 
 
 def content_verifier(prompts, completions, completion_ids=None, **columns):
-    """Deterministic in the completion's text (not in the call order), so a resumed run judges alike."""
-    return [float(sum(map(ord, c)) % 2 == 0) for c in completions]
+    """Deterministic in the completion's text (not in the call order), so a resumed run judges alike. The prompts
+    are conversational, so each completion comes as TRL passes it: `[{"role": "assistant", "content": text}]`."""
+    return [float(sum(map(ord, c[0]["content"])) % 2 == 0) for c in completions]
 
 
 def run(tmp_path, model_dir, name, resume=None, **overrides):

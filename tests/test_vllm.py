@@ -479,3 +479,42 @@ def test_eval_harness_vllm_adapter_folder_equals_its_merged_model(tmp_path, vllm
         run_eval(config)
         responses.append([r["response"] for r in eval_records(config)])
     assert responses[0] == responses[1] and len(responses[0]) == 2
+
+
+# ---------------------------------------------------------------------------------------------------- recipes
+
+
+def vllm_recipes():
+    from test_recipes import RECIPES, uses_vllm
+
+    return [r for r in RECIPES if uses_vllm(r)]
+
+
+RECIPE_ENGINE = ["--vllm_enforce_eager", "true", "--vllm_dtype", "float32", "--vllm_max_model_length", "256"]
+
+
+@pytest.mark.parametrize("recipe", vllm_recipes(), ids=lambda p: p.split("recipes/")[-1])
+def test_vllm_recipe_trains_one_step(recipe, tmp_path, vllm_model_dir, request):
+    """Every vLLM recipe as written (tiny model and built-in data swapped in, engine on the CPU), one step.
+    Colocated engines run in a subprocess each, so that their memory goes with it."""
+    import yaml
+
+    with open(recipe) as handle:
+        mode = yaml.safe_load(handle)["vllm_mode"]
+    if mode == "server":
+        from test_recipes import train_one_step
+
+        extra = [*RECIPE_ENGINE, "--vllm_server_base_url", request.getfixturevalue("vllm_server")]
+        trainer = train_one_step(recipe, tmp_path, vllm_model_dir, extra)
+        backend = trainer.generation_backend
+        assert isinstance(backend, VLLMBackend) and backend.generation.mode == "server"
+        return
+    code = (
+        "import sys; from test_recipes import train_one_step; "
+        f"t = train_one_step({recipe!r}, {str(tmp_path)!r}, {vllm_model_dir!r}, {RECIPE_ENGINE!r}); "
+        "print('BACKEND', type(t.generation_backend).__name__, t.generation_backend.generation.mode)"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(__file__)), CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "BACKEND VLLMBackend colocate" in result.stdout

@@ -32,7 +32,7 @@ def build_tokenizer():
     return fast
 
 
-def build_tiny_model(path: str, arch: str = "llama", seed: int = 0) -> str:
+def build_tiny_model(path: str, arch: str = "llama", seed: int = 0, hidden_size: int = 32) -> str:
     """Save a tiny random Llama (or Qwen2) and the tokenizer to `path`; return `path`."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
@@ -40,8 +40,8 @@ def build_tiny_model(path: str, arch: str = "llama", seed: int = 0) -> str:
     tokenizer = build_tokenizer()
     common = dict(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

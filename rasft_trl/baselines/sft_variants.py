@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..rasft_config import RASFTConfig
+from ..rasft_config import RASFTConfig, document_fields
 from ..rasft_trainer import RASFTTrainer
 
 
@@ -66,6 +66,9 @@ class SFTVariantConfig(RASFTConfig):
         self.token_factor = factor
         self.profit_normalization = normalization
         super().__post_init__()
+
+
+document_fields(SFTVariantConfig, {"loss_type": tuple(LOSS_TYPES)})
 
 
 class SFTVariantTrainer(RASFTTrainer):

@@ -55,6 +55,7 @@ def demo_model_path(cache_dir: str | os.PathLike | None = None) -> str:
     target = root / MODEL_DIRNAME
     if (target / "config.json").is_file() and (target / "tokenizer_config.json").is_file():
         return str(target)
+    require_gguf()
     root.mkdir(parents=True, exist_ok=True)
     # Convert into a private folder and rename at the end, so that an interrupted conversion or two
     # concurrent first runs never leave a half-written model behind.
@@ -68,6 +69,17 @@ def demo_model_path(cache_dir: str | os.PathLike | None = None) -> str:
             if not (target / "config.json").is_file():  # not a concurrent winner: a real failure
                 raise
     return str(target)
+
+
+def require_gguf() -> None:
+    """Fail at once, before the 93 MB download, when the converter's `gguf` package is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError(
+            "The demo model (builtin:smollm2-135m-instruct) is converted from a GGUF file, which needs the `gguf` "
+            "package: pip install 'rasft-trl[demo]'."
+        )
 
 
 def fetch_gguf(work_dir: Path) -> Path:

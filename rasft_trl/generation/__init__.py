@@ -28,6 +28,7 @@ def make_generation_backend(trainer) -> GenerationBackend:
         batch_size=args.generation_batch_size,
         gather_deepspeed3_params=args.ds3_gather_for_generation,
         is_fsdp=trainer.is_fsdp_enabled,
+        generation_kwargs=args.generation_kwargs,
     )
 
 

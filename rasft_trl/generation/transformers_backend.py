@@ -32,6 +32,7 @@ class TransformersGeneration:
         batch_size: prompts per `generate` call; `None`: all at once.
         gather_deepspeed3_params: gather ZeRO-3 parameters for generation (faster, more memory).
         is_fsdp: summon full FSDP parameters around generation.
+        generation_kwargs: extra `GenerationConfig` fields (override the sampling settings above).
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class TransformersGeneration:
         batch_size: int | None = None,
         gather_deepspeed3_params: bool = True,
         is_fsdp: bool = False,
+        generation_kwargs: dict | None = None,
     ):
         self.model = model
         self.accelerator = accelerator
@@ -65,6 +67,11 @@ class TransformersGeneration:
             eos_token_id=self.eos_token_ids,
             cache_implementation=None,
         )
+        if generation_kwargs:
+            unknown = self.generation_config.update(**generation_kwargs)
+            if unknown:
+                raise ValueError(f"generation_kwargs names fields GenerationConfig does not have: {sorted(unknown)}.")
+            self.generation_config.validate(strict=True)
 
     def sync_weights(self) -> None:
         """Nothing to do: generation reads the training weights directly."""

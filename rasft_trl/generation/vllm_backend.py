@@ -204,7 +204,7 @@ class VLLMBackend:
             min_p=args.min_p or 0.0,  # 0 disables it in vLLM
             max_completion_length=args.max_new_tokens,
             logprobs=None,  # the trainer recomputes log-probs at temperature 1
-            generation_kwargs=stop_at(eos),
+            generation_kwargs={**stop_at(eos), **(args.generation_kwargs or {})},
             llm_kwargs={"enforce_eager": args.vllm_enforce_eager, "dtype": args.vllm_dtype},
         )
         backend = cls(generation, trainer.accelerator, [eos], filler_prompt=[eos])

@@ -34,6 +34,8 @@ class RASFTScriptArguments(ScriptArguments):
         answer_column: column with the gold answer, copied to `answer` for the math verifier.
         prompt_template: format string for plain-string prompts (`{prompt}` placeholder), applied first.
         system_prompt: turns plain-string prompts into `[system, user]` chat messages.
+        trust_remote_code: allow a model / tokenizer with custom code from the Hub (TRL 1.16's `ModelConfig` no
+            longer has this field).
     """
 
     data_files: str | None = field(default=None, metadata={"help": "Local data files (comma-separated)."})
@@ -52,6 +54,10 @@ class RASFTScriptArguments(ScriptArguments):
     system_prompt: str | None = field(
         default=None,
         metadata={"help": "If set and prompts are plain strings, prompts become [system, user] chat messages."},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow a model and tokenizer with custom code from the Hub (runs that code locally)."},
     )
 
 
@@ -112,12 +118,14 @@ def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_ar
     init_kwargs.setdefault("revision", model_args.model_revision)
     init_kwargs.setdefault("attn_implementation", model_args.attn_implementation)
     init_kwargs.setdefault("dtype", model_args.dtype)
+    init_kwargs.setdefault("trust_remote_code", script_args.trust_remote_code or None)
     quantization_config = get_quantization_config(model_args)
     if quantization_config is not None:
         init_kwargs["quantization_config"] = quantization_config
     training_args.model_init_kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision,
+                                              trust_remote_code=script_args.trust_remote_code)
     trainer = trainer_cls(
         model=model_path,
         args=training_args,
@@ -128,6 +136,10 @@ def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_ar
     )
     trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
     trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        trainer.write_model_card(training_args.output_dir, dataset_name=script_args.dataset_name)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
     logger.info(f"Model saved to {training_args.output_dir}")
     return trainer
 

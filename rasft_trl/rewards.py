@@ -1,0 +1,95 @@
+"""Reward functions as RASFT's verifiers, in `GRPOTrainer`'s contract.
+
+RASFT asks one question of a rollout: is it correct? It takes the answer from reward functions written for TRL:
+`reward_funcs` is a callable, a registered verifier name (`"math"`, `"code"`) or a list of them, weighted by
+`reward_weights`. Each function is called as `GRPOTrainer` calls it,
+
+    func(prompts=..., completions=..., completion_ids=..., trainer_state=..., log_extra=..., log_metric=...,
+         **dataset_columns)
+
+with the completions in TRL's format (a string, or `[{"role": "assistant", "content": ...}]` when the prompt is a
+list of messages). Per rollout, the rewards combine into one value as in GRPO, the weighted sum over the functions
+that returned a number (`None` / NaN are skipped); a rollout for which no function returned a number is *unjudged*.
+The rollout is correct when that sum is at least `correct_threshold`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+
+def resolve_reward_funcs(reward_funcs: Any, verifier: Any) -> tuple[list[Callable], list[str]]:
+    """The reward functions and their log names from `reward_funcs` or its alias `verifier` (one of them).
+
+    Names: the registered name for a string, else the callable's `__name__` (its class name for an object without
+    one); repeated names get a `_<index>` suffix so that `rewards/<name>/mean` keys stay apart."""
+    from .verifiers.base import get_verifier
+
+    if reward_funcs is not None and verifier is not None:
+        raise ValueError("Pass `reward_funcs` or its alias `verifier`, not both.")
+    given = reward_funcs if reward_funcs is not None else verifier
+    if given is None:
+        return [], []
+    items = list(given) if isinstance(given, (list, tuple)) else [given]
+    if not items:
+        raise ValueError("`reward_funcs` is an empty list; pass at least one reward function or verifier name.")
+    funcs, names = [], []
+    for item in items:
+        if isinstance(item, torch.nn.Module):
+            raise TypeError(
+                "A reward model (nn.Module) cannot decide whether a rollout is correct; RASFT needs a verifier "
+                "(a rule-based reward function). Wrap the model in a function that returns 1.0 / 0.0 if you must."
+            )
+        if isinstance(item, str):
+            funcs.append(get_verifier(item))
+            names.append(item)
+        elif callable(item):
+            funcs.append(item)
+            names.append(getattr(item, "__name__", None) or type(item).__name__)
+        else:
+            raise TypeError(f"A reward function must be a callable or a registered verifier name, got {item!r}.")
+    counts = {name: names.count(name) for name in names}
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if counts[name] > 1:
+            seen[name] = seen.get(name, 0) + 1
+            names[i] = f"{name}_{seen[name] - 1}"
+    return funcs, names
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Every dropout of `model` at 0: `nn.Dropout` modules (what TRL's `disable_dropout_in_model` covers) and the
+    functional attention dropout of transformers' attention modules (`attention_dropout`, Llama / Qwen2)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+    config = getattr(model, "config", None)
+    if isinstance(getattr(config, "attention_dropout", None), float):
+        config.attention_dropout = 0.0
+
+
+def is_conversational_prompt(prompt: Any) -> bool:
+    """A prompt given as a list of `{"role", "content"}` messages (TRL's conversational format)."""
+    return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict) and "role" in prompt[0]
+
+
+def trl_completions(prompts: list, texts: list[str]) -> list:
+    """Completions as TRL passes them to reward functions: `[{"role": "assistant", "content": text}]` for a
+    conversational prompt, the text otherwise."""
+    return [
+        [{"role": "assistant", "content": text}] if is_conversational_prompt(prompt) else text
+        for prompt, text in zip(prompts, texts)
+    ]
+
+
+def combine_rewards(rewards: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of each rollout's rewards over the functions that judged it (GRPO's `nansum`); NaN where none did.
+
+    rewards: [N, F] (NaN = not judged by that function); weights: [F] -> [N]."""
+    judged = ~torch.isnan(rewards)  # [N, F]
+    total = torch.where(judged, rewards * weights, torch.zeros_like(rewards)).sum(dim=1)  # [N]
+    return torch.where(judged.any(dim=1), total, torch.full_like(total, float("nan")))
