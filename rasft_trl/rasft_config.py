@@ -321,6 +321,13 @@ class RASFTConfig(_BaseConfig):
             ASFT); needs the reference model. `0` disables it.
         kl_chunk_size (`int`, *optional*, defaults to `256`):
             Positions per chunk of the KL term (peak memory: one `[chunk, vocab]` block per model).
+        logprob_tile_tokens (`int`, *optional*):
+            Tokens per tile of TRL's fused log-prob kernel (the per-token log-probs are computed tile by tile, never as
+            full `[tokens, vocab]` logits). `None` keeps TRL's value (4096), tuned for GPUs. On the CPU each tile
+            also needs several temporaries of its size: `512` with `logprob_tile_vocab=8192` cuts the peak memory of
+            the log-prob path at Qwen's vocabulary tenfold (`benchmarks/bench_memory.py`).
+        logprob_tile_vocab (`int`, *optional*):
+            Vocabulary entries per tile of the same kernel; `None` keeps TRL's value (32768).
         cache_expert_ref_logps (`bool`, *optional*, defaults to `True`):
             Cache the reference log-probabilities of expert demonstrations (they never change) so each step only
             runs the reference on fresh rollouts.
@@ -509,6 +516,8 @@ class RASFTConfig(_BaseConfig):
     )
     kl_weight: float = field(default=0.0, metadata={"help": "Weight of the full-vocabulary KL(ref || policy) term."})
     kl_chunk_size: int = field(default=256, metadata={"help": "Positions per chunk of the KL term."})
+    logprob_tile_tokens: int | None = field(default=None, metadata={"help": "Tokens per fused log-prob tile."})
+    logprob_tile_vocab: int | None = field(default=None, metadata={"help": "Vocabulary entries per tile."})
     cache_expert_ref_logps: bool = field(
         default=True, metadata={"help": "Cache reference log-probs of expert demonstrations."}
     )
@@ -617,6 +626,9 @@ class RASFTConfig(_BaseConfig):
                 f"{self.filter_min_rollout_tokens}.")
         require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}.")
         require(self.kl_chunk_size >= 1, f"kl_chunk_size must be >= 1, got {self.kl_chunk_size}.")
+        for name in ("logprob_tile_tokens", "logprob_tile_vocab"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, f"{name} must be None or >= 1, got {value}.")
         require(
             self.loss_aggregation in LOSS_AGGREGATIONS,
             f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {self.loss_aggregation!r}.",

@@ -19,7 +19,8 @@ import shutil
 import time
 import warnings
 from collections import defaultdict
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 from accelerate.utils import is_peft_model
@@ -903,8 +904,9 @@ class RASFTTrainer(_BaseTrainer):
             problem = checkpoint_problem(str(resume_from_checkpoint), needs_rasft_state=False)
             if problem is not None:
                 raise ValueError(f"Cannot resume from {resume_from_checkpoint}: {problem}.")
-        output = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
-                               ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+        with logprob_tiles(self.args.logprob_tile_tokens, self.args.logprob_tile_vocab):
+            output = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                                   ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
         if self.is_world_process_zero():
             print(self.summary(output))
         return output
@@ -989,6 +991,24 @@ class RASFTTrainer(_BaseTrainer):
             return
         self._calibration = calibration
         self._calibrated_at = state.get("calibrated_at", 0)
+
+
+@contextmanager
+def logprob_tiles(tokens: int | None, vocab: int | None) -> Iterator[None]:
+    """Tile sizes of TRL's fused log-prob kernel while training (`None` keeps TRL's). TRL reads them as module
+    globals at call time, in the forward and in the backward, so they are set for the whole `train()` call."""
+    import trl.kernels.chunked_logprob as kernel
+    import trl.trainer.utils as trl_utils
+
+    saved = (kernel.TOKEN_CHUNK_SIZE, trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE)
+    if tokens is not None:
+        kernel.TOKEN_CHUNK_SIZE = tokens
+    if vocab is not None:
+        trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = vocab
+    try:
+        yield
+    finally:
+        kernel.TOKEN_CHUNK_SIZE, trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = saved
 
 
 def checkpoint_problem(folder: str, needs_rasft_state: bool) -> str | None:

@@ -342,3 +342,21 @@ def test_window_recalibration_schedule(tmp_path, tiny_model_dir, every, expected
 
     state = json.loads(open(os.path.join(trainer.args.output_dir, "checkpoint-3", "rasft_state.json")).read())
     assert state["calibrated_at"] == calibrations[-1]
+
+
+def test_logprob_tiles_change_memory_not_results(tmp_path, tiny_model_dir):
+    """Smaller tiles of TRL's fused log-prob kernel (the CPU setting of docs/benchmarks.md) give the same step, and
+    TRL's values are back after training."""
+    import trl.kernels.chunked_logprob as kernel
+
+    def losses(name, **tiles):
+        args = make_args(tmp_path / name, gradient_accumulation_steps=1, **tiles)
+        trainer = RASFTTrainer(tiny_model_dir, args, Dataset.from_dict(math_rows(8)),
+                               verifier=PatternVerifier([1.0, 0.0]))
+        trainer.train()
+        return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+    default = losses("default")
+    tiled = losses("tiled", logprob_tile_tokens=7, logprob_tile_vocab=64)  # several tiles in both directions
+    assert tiled == pytest.approx(default, rel=1e-5)
+    assert kernel.TOKEN_CHUNK_SIZE == 4096

@@ -514,7 +514,12 @@ def test_vllm_recipe_trains_one_step(recipe, tmp_path, vllm_model_dir, request):
         f"t = train_one_step({recipe!r}, {str(tmp_path)!r}, {vllm_model_dir!r}, {RECIPE_ENGINE!r}); "
         "print('BACKEND', type(t.generation_backend).__name__, t.generation_backend.generation.mode)"
     )
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(__file__)), CUDA_VISIBLE_DEVICES="")
+    # the colocated engine opens a one-process group on MASTER_PORT; engines built earlier in this pytest process
+    # set it (29500) and still hold that port
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(__file__)), CUDA_VISIBLE_DEVICES="",
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        env.pop(name, None)
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "BACKEND VLLMBackend colocate" in result.stdout
