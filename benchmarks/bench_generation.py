@@ -2,7 +2,7 @@
 
 Usage (in the environment made by `scripts/install_vllm_cpu.sh`):
     .venv-vllm/bin/python benchmarks/bench_generation.py [--model PATH] [--prompts 8] [--samples 4]
-        [--max-new-tokens 128] [--repeats 2] [--dtype float32] [--threads N]
+        [--max-new-tokens 128] [--repeats 2] [--dtype float32] [--threads N] [--lora]
 
 Default model: the demo model, SmolLM2-135M-Instruct (`rasft_trl.demo.model.demo_model_path()`). Both backends are
 built the way the trainer builds them (RASFT's default sampling: temperature 0.9, top-p 0.95, repetition penalty
@@ -46,6 +46,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dtype", default="float32", help="dtype of both models (float32 or bfloat16)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--lora", action="store_true",
+                        help="a random rank-16 LoRA adapter on every linear layer: transformers samples through the "
+                             "PEFT model, vLLM through its LoRA support (the adapter sync)")
     return parser.parse_args()
 
 
@@ -100,6 +103,16 @@ def main() -> int:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     prompts = build_prompts(tokenizer, args.prompts)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).eval()
+    if args.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
+                                                 task_type="CAUSAL_LM")).eval()
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:  # PEFT starts B at 0 (no change): give the adapter an effect
+                    param.copy_(torch.randn(param.shape, generator=generator) * 0.01)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     threads = torch.get_num_threads()
 
@@ -112,13 +125,16 @@ def main() -> int:
         gpu_memory_utilization=0.3, max_model_length=1024, temperature=sampling.temperature, top_p=sampling.top_p,
         top_k=sampling.top_k, repetition_penalty=sampling.repetition_penalty,
         max_completion_length=sampling.max_new_tokens, logprobs=None, generation_kwargs=stop_at(eos),
-        llm_kwargs={"enforce_eager": True, "dtype": args.dtype},
+        llm_kwargs={"enforce_eager": True, "dtype": args.dtype}, lora_sync="adapter",
     )
     engine_start = time.perf_counter() - start
     vllm_backend = VLLMBackend(generation, accelerator, [eos], filler_prompt=[eos])
+    if args.lora:
+        assert generation.lora_sync == "adapter"
+        vllm_backend.sync_weights()  # hands the adapter to the engine
     rows.append(("vLLM (colocate)", engine_start, *timed_runs(vllm_backend, prompts, args.samples, args.repeats)))
 
-    print(f"\nmodel: {args.model}  dtype: {args.dtype}  device: {accelerator.device}  torch threads: {threads}  "
+    print(f"\nmodel: {args.model}{' + LoRA r=16 (all linear layers)' if args.lora else ''}  dtype: {args.dtype}  device: {accelerator.device}  torch threads: {threads}  "
           f"load average: {os.getloadavg()[0]:.2f}")
     print(f"{args.prompts} prompts x {args.samples} samples, max_new_tokens={args.max_new_tokens}, "
           f"temperature={sampling.temperature}, top_p={sampling.top_p}, "
@@ -130,6 +146,7 @@ def main() -> int:
         print(f"| {name:<16} | {start_text:>16} | {tokens:>7} | {seconds:>8.2f} | {tokens / seconds:>9.1f} |")
     ratio = (rows[1][2] / rows[1][3]) / (rows[0][2] / rows[0][3])
     print(f"\nvLLM / transformers rollout tokens/s: {ratio:.2f}x")
+    print(f"ratio vllm_vs_transformers{'_lora' if args.lora else ''}: {ratio:.2f}")
     return 0
 
 

@@ -20,6 +20,7 @@ CHOICES = {
     "on_nonfinite": ("error", "skip"),
     "vllm_mode": ("colocate", "server"),
     "vllm_model_impl": ("vllm", "transformers"),
+    "vllm_lora_sync": ("auto", "adapter", "merged"),
     "pool_weighting": ("paper", "group_advantage"),
     "token_factor": TOKEN_FACTORS,
     "profit_normalization": ("all", "kept"),
@@ -219,6 +220,13 @@ class RASFTConfig(_BaseConfig):
         vllm_dtype (`str`, *optional*, defaults to `"auto"`):
             Colocate: dtype of the engine's weights (`"auto"`: the checkpoint's, usually bfloat16). The loss
             never uses the engine's numbers, so a lower-precision engine changes only which rollouts are drawn.
+        vllm_lora_sync (`str`, *optional*, defaults to `"auto"`):
+            How a LoRA policy reaches vLLM. `"adapter"`: the engine keeps the base weights it loaded and receives
+            only the adapter (saved to a temporary folder, a few MB) at every sync, sampling through vLLM's LoRA
+            support (colocate mode; plain LoRA on a non-quantized base, no `modules_to_save`, rank <= 512).
+            `"merged"`: the adapter is merged out of place into a full copy of the weights, which is pushed at every
+            sync (any mode). `"auto"`: adapter where possible, merged otherwise and on vLLM's CPU engine, whose LoRA
+            kernels sampled at 0.36x the merged model's speed (`docs/benchmarks.md`).
         vllm_sync_steps (`int`, *optional*, defaults to `1`):
             Push the policy's weights to the engine every this many optimizer steps (1: after every step that
             changed the weights).
@@ -448,6 +456,7 @@ class RASFTConfig(_BaseConfig):
     vllm_max_num_seqs: int | None = field(default=None, metadata={"help": "Colocate: max sequences per step."})
     vllm_enforce_eager: bool = field(default=False, metadata={"help": "Colocate: eager mode (no graphs/compile)."})
     vllm_dtype: str = field(default="auto", metadata={"help": "Colocate: engine weight dtype."})
+    vllm_lora_sync: str = field(default="auto", metadata={"help": "LoRA to vLLM: adapter, merged or auto."})
     vllm_sync_steps: int = field(default=1, metadata={"help": "Sync weights to vLLM every N optimizer steps."})
 
     # Window
@@ -578,6 +587,8 @@ class RASFTConfig(_BaseConfig):
         )
         require(self.vllm_mode in ("colocate", "server"), f"vllm_mode must be 'colocate' or 'server', got "
                 f"{self.vllm_mode!r}.")
+        require(self.vllm_lora_sync in CHOICES["vllm_lora_sync"], f"vllm_lora_sync must be one of "
+                f"{CHOICES['vllm_lora_sync']}, got {self.vllm_lora_sync!r}.")
         require(self.vllm_sync_steps >= 1, f"vllm_sync_steps must be >= 1, got {self.vllm_sync_steps}.")
         require(0 < self.vllm_gpu_memory_utilization <= 1, f"vllm_gpu_memory_utilization must be in (0, 1], got "
                 f"{self.vllm_gpu_memory_utilization}.")

@@ -222,8 +222,9 @@ def test_lora_sync_pushes_merged_weights_and_keeps_the_reference_bit_identical(t
     peft_config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
                              task_type="CAUSAL_LM")
     trainer = make_trainer(vllm_model_dir, tmp_path, peft_config=peft_config, max_steps=2, learning_rate=1e-1,
-                           vllm_sync_steps=1000)
+                           vllm_sync_steps=1000, vllm_lora_sync="merged")
     backend = trainer.generation_backend
+    assert backend.generation.lora_sync == "merged"
     trainer.train()  # the adapter is non-zero now
     assert any(p.abs().sum() > 0 for n, p in trainer.model.named_parameters() if "lora_B" in n)
     reference = base_weights(trainer.model)
@@ -235,6 +236,39 @@ def test_lora_sync_pushes_merged_weights_and_keeps_the_reference_bit_identical(t
         if "lora_" not in name:
             assert torch.equal(reference[name], param), f"reference weight {name} changed during the sync"
     assert colocate_greedy(backend, PROMPTS) == expected
+
+
+def test_lora_adapter_only_sync(tmp_path, vllm_model_dir):
+    """`vllm_lora_sync="adapter"` in colocate mode: the engine keeps its base weights and samples through vLLM's
+    LoRA support with the adapter saved at each sync; its greedy rollouts equal the trained LoRA policy's. (`auto`
+    takes the merged sync on the CPU engine, where vLLM's LoRA kernels are slow.)"""
+    from peft import LoraConfig
+
+    peft_config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
+                             task_type="CAUSAL_LM")
+    trainer = make_trainer(vllm_model_dir, tmp_path, peft_config=peft_config, max_steps=2, learning_rate=1e-1,
+                           vllm_sync_steps=1000, vllm_lora_sync="adapter")
+    assert RASFTVLLMGeneration._choose_lora_sync("auto", trainer.model, "colocate") == "merged"  # the CPU engine
+    backend = trainer.generation_backend
+    generation = backend.generation
+    assert generation.lora_sync == "adapter" and generation._lora_request is not None  # synced once at start
+    full_pushes = []
+    generation._reload_colocated = lambda: full_pushes.append(1)
+    trainer.train()  # the adapter is non-zero now
+    expected = hf_greedy(trainer.model, PROMPTS)  # adapter on
+    assert colocate_greedy(backend, PROMPTS) != expected, "negative control: the engine still has the old adapter"
+    first = generation._lora_request
+    backend.sync_weights()
+    assert generation._lora_request.lora_int_id == first.lora_int_id + 1
+    files = os.listdir(generation._lora_request.lora_path)
+    assert "adapter_model.safetensors" in files and "adapter_config.json" in files
+    size = os.path.getsize(os.path.join(generation._lora_request.lora_path, "adapter_model.safetensors"))
+    base = os.path.getsize(os.path.join(vllm_model_dir, "model.safetensors"))
+    assert size < base / 4  # only the adapter travels
+    assert colocate_greedy(backend, PROMPTS) == expected
+    assert full_pushes == []  # never a full weight push
+    with pytest.raises(ValueError, match="vllm_lora_sync='adapter' needs colocate mode"):
+        RASFTVLLMGeneration._choose_lora_sync("adapter", trainer.model, "server")
 
 
 def test_rasft_training_with_colocated_vllm_on_the_demo_model(tmp_path):

@@ -39,7 +39,7 @@ from trl.import_utils import is_vllm_available
 
 from . import vllm_cpu
 from .base import truncate_at_stop
-from .vllm_weights import check_weight_sync_supported, iter_merged_peft_weights
+from .vllm_weights import adapter_sync_rank, check_weight_sync_supported, iter_merged_peft_weights
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +64,46 @@ class RASFTVLLMGeneration(VLLMGeneration):
     Args:
         *args: forwarded to `VLLMGeneration`.
         llm_kwargs: extra arguments of `vllm.LLM` in colocate mode (e.g. `enforce_eager`, `dtype`).
+        lora_sync: how a LoRA policy reaches the engine: `"adapter"` (colocate: the engine keeps the base weights and
+            gets the adapter files at every sync, used through a `LoRARequest`), `"merged"` (the adapter merged out of
+            place into a full copy of the weights, pushed at every sync), `"auto"` (adapter where possible).
         **kwargs: forwarded to `VLLMGeneration`.
     """
 
-    def __init__(self, *args, llm_kwargs: dict | None = None, **kwargs):
+    def __init__(self, *args, llm_kwargs: dict | None = None, lora_sync: str = "auto", **kwargs):
         # Set before `super().__init__`, which builds the engine or connects to the server.
         self._llm_kwargs = dict(llm_kwargs or {})
         self._cpu_engine = False
         self._server_file_sync = False
+        self.lora_sync = self._choose_lora_sync(lora_sync, kwargs.get("model"), kwargs.get("mode", "server"))
+        self._lora_request = None
+        self._lora_version = 0
+        self._lora_folder: tempfile.TemporaryDirectory | None = None
+        if self.lora_sync == "adapter":
+            rank = adapter_sync_rank(kwargs["model"])
+            self._llm_kwargs.update(enable_lora=True, max_lora_rank=rank, max_loras=1)
         super().__init__(*args, **kwargs)
+        if self.lora_sync == "adapter":
+            self._route_generation_through_adapter()
+
+    @staticmethod
+    def _choose_lora_sync(requested: str, model, mode: str) -> str | None:
+        """`"adapter"`, `"merged"`, or None for a policy without an adapter."""
+        if requested not in ("auto", "adapter", "merged"):
+            raise ValueError(f"vllm_lora_sync must be 'auto', 'adapter' or 'merged', got {requested!r}.")
+        if model is None or not is_peft_model(model):
+            return None
+        possible = mode == "colocate" and adapter_sync_rank(model) is not None
+        if requested == "adapter" and not possible:
+            raise ValueError(
+                "vllm_lora_sync='adapter' needs colocate mode and a plain LoRA adapter on a non-quantized base, "
+                "without modules_to_save or per-module ranks, of rank <= 512; use 'merged' or 'auto'."
+            )
+        if requested == "auto" and is_vllm_available() and vllm_cpu.is_cpu_platform():
+            # vLLM's CPU LoRA kernels sample at a third of the base model's speed (docs/benchmarks.md): on the CPU
+            # engine a full reload of the merged weights per sync is the faster choice
+            return "merged"
+        return "adapter" if requested != "merged" and possible else "merged"
 
     # ------------------------------------------------------------------ setup
 
@@ -110,13 +141,48 @@ class RASFTVLLMGeneration(VLLMGeneration):
             yield from iter_merged_peft_weights(self.model)
 
     def sync_weights(self) -> None:
-        """Push the policy's current weights to the engine (TRL's sync on GPU, a reload on the CPU engine)."""
-        if self._cpu_engine:
+        """Push the policy's current weights to the engine (TRL's sync on GPU, a reload on the CPU engine), or only
+        its LoRA adapter (`lora_sync="adapter"`)."""
+        if self.lora_sync == "adapter":
+            self._sync_adapter()
+        elif self._cpu_engine:
             self._reload_colocated()
         elif self._server_file_sync:
             self._reload_server_from_file()
         else:
             super().sync_weights()
+
+    def _route_generation_through_adapter(self) -> None:
+        """Every `generate` of the colocated engine uses the latest synced adapter (TRL's call passes none)."""
+        generate = self.llm.generate
+
+        @functools.wraps(generate)
+        def generate_with_adapter(*args, **kwargs):
+            if self._lora_request is not None:
+                kwargs.setdefault("lora_request", self._lora_request)
+            return generate(*args, **kwargs)
+
+        self.llm.generate = generate_with_adapter
+
+    def _sync_adapter(self) -> None:
+        """Save the adapter (a few MB) and hand it to the engine as a new `LoRARequest`; the base never moves.
+
+        vLLM caches an adapter by its integer id, so each sync gets a new id; the folder of the previous one is
+        removed once the engine has dropped it."""
+        from vllm.lora.request import LoRARequest
+
+        model = self.accelerator.unwrap_model(self.model)
+        folder = tempfile.TemporaryDirectory(prefix="rasft-vllm-lora-")
+        with self._dist.gather_params(list(model.parameters())):
+            model.save_pretrained(folder.name, safe_serialization=True)
+        previous, self._lora_folder = self._lora_folder, folder
+        self._lora_version += 1
+        old_id = self._lora_request.lora_int_id if self._lora_request is not None else None
+        self._lora_request = LoRARequest(f"rasft-{self._lora_version}", self._lora_version, folder.name)
+        if old_id is not None:
+            self.llm.llm_engine.remove_lora(old_id)
+        if previous is not None:
+            previous.cleanup()
 
     def _reload_colocated(self) -> None:
         """CPU colocate: `reload_weights` on the in-process worker, then repack the LM head."""
@@ -206,7 +272,10 @@ class VLLMBackend:
             logprobs=None,  # the trainer recomputes log-probs at temperature 1
             generation_kwargs={**stop_at(eos), **(args.generation_kwargs or {})},
             llm_kwargs={"enforce_eager": args.vllm_enforce_eager, "dtype": args.vllm_dtype},
+            lora_sync=args.vllm_lora_sync,
         )
+        if generation.lora_sync is not None:
+            logger.info(f"vLLM receives the LoRA policy as {generation.lora_sync!r} weights at every sync.")
         backend = cls(generation, trainer.accelerator, [eos], filler_prompt=[eos])
         # The engine (or server) loaded a checkpoint from disk, which need not be the policy in memory: an adapter
         # that is already trained, a model changed after loading.

@@ -117,3 +117,19 @@ def _merged_weight(layer, weight: torch.Tensor) -> torch.Tensor:
     for adapter in adapters:
         merged = merged + layer.get_delta_weight(adapter).float()
     return merged.to(weight.dtype)
+
+
+#: LoRA ranks vLLM's engine accepts as `max_lora_rank`
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def adapter_sync_rank(model) -> int | None:
+    """The `max_lora_rank` vLLM needs to serve `model`'s LoRA adapter as an adapter, or None when the adapter must
+    be merged instead: not a PEFT LoRA model, a quantized base, `modules_to_save` (vLLM loads LoRA deltas only), or a
+    rank above vLLM's largest."""
+    if not is_peft_model(model) or is_quantized(model):
+        return None
+    config = model.peft_config[model.active_adapter]
+    if getattr(config, "modules_to_save", None) or getattr(config, "rank_pattern", None):
+        return None
+    return next((r for r in VLLM_LORA_RANKS if r >= config.r), None)
