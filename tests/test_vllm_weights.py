@@ -156,6 +156,8 @@ def test_from_trainer_passes_the_config_to_trl_and_syncs_once(monkeypatch, tmp_p
     built = []
 
     class RecordingGeneration:
+        lora_sync = None  # a policy without an adapter
+
         def __init__(self, **kwargs):
             self.kwargs, self.synced = kwargs, 0
             built.append(self)
@@ -181,6 +183,7 @@ def test_from_trainer_passes_the_config_to_trl_and_syncs_once(monkeypatch, tmp_p
     assert kwargs["mode"] == "server" and kwargs["server_base_url"] == "http://127.0.0.1:9"
     assert kwargs["max_model_length"] == 640 and kwargs["gpu_memory_utilization"] == 0.25
     assert kwargs["llm_kwargs"] == {"enforce_eager": True, "dtype": "float32"}
+    assert kwargs["lora_sync"] == "auto"
     assert kwargs["generation_kwargs"] == {"ignore_eos": True, "stop_token_ids": [5]}
     assert generation.synced == 1  # the engine loaded a checkpoint from disk: the policy is pushed once
     assert backend.eos_token_ids == [5] and backend.filler_prompt == [5]
