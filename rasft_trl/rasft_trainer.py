@@ -47,7 +47,7 @@ from .data import (
 )
 from .filters import filter_rollouts
 from .generation import make_generation_backend
-from .generation.base import GenerationBackend
+from .generation.base import GenerationBackend, global_max
 from .rasft_config import RASFTConfig
 from .rewards import combine_rewards, disable_dropout, resolve_reward_funcs, trl_completions
 
@@ -613,7 +613,7 @@ class RASFTTrainer(_BaseTrainer):
         process would otherwise wait for the others."""
         size = self.args.per_device_train_batch_size
         own = -(-len(trajectories) // size)
-        total = self._lockstep_count(own)
+        total = global_max(self.accelerator, own)
         chunks = range(total)
         if desc is not None and self.accelerator.is_local_main_process:
             from tqdm.auto import tqdm
@@ -628,13 +628,6 @@ class RASFTTrainer(_BaseTrainer):
             batch = collate_trajectories(trajectories[start : start + size], self.processing_class.pad_token_id)
             batch = self._prepare_input(batch)
             yield self._token_logps(model, batch), batch
-
-    def _lockstep_count(self, count: int) -> int:
-        """The largest `count` over all processes (a collective; `count` itself with one process)."""
-        if self.accelerator.num_processes == 1:
-            return count
-        counts = self.accelerator.gather(torch.tensor([count], device=self.accelerator.device))
-        return int(counts.max())
 
     def _filler_batch(self) -> dict[str, torch.Tensor]:
         """A one-token prompt and a one-token completion: the cheapest forward that runs every layer."""

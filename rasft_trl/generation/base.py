@@ -55,3 +55,12 @@ def truncate_at_stop(token_ids: list[int], stop_ids: set[int]) -> list[int]:
         if token in stop_ids:
             return token_ids[: position + 1]
     return token_ids
+
+
+def global_max(accelerator, count: int) -> int:
+    """The largest `count` over all processes (a collective; `count` itself with one process)."""
+    if accelerator.num_processes == 1:
+        return count
+    import torch
+
+    return int(accelerator.gather(torch.tensor([count], device=accelerator.device)).max())

@@ -16,7 +16,7 @@ from transformers import GenerationConfig
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
-from .base import SamplingSettings, truncate_at_stop
+from .base import SamplingSettings, global_max, truncate_at_stop
 
 
 class TransformersGeneration:
@@ -82,7 +82,7 @@ class TransformersGeneration:
         one-token filler prompt whose samples are dropped). Under ZeRO-3 gathering the parameters is a collective,
         and under FSDP or ZeRO-3 without gathering every decoding step is (transformers' `synced_gpus`)."""
         own = len(prompt_ids)
-        target = own if self.accelerator.num_processes == 1 else self._global_max(own)
+        target = global_max(self.accelerator, own)
         if target == 0:
             return []
         prompt_ids = list(prompt_ids) + [[self.eos_token_ids[0]]] * (target - own)
@@ -108,10 +108,6 @@ class TransformersGeneration:
             finally:
                 unwrapped.train(was_training)
         return completions[: own * num_samples]
-
-    def _global_max(self, count: int) -> int:
-        counts = self.accelerator.gather(torch.tensor([count], device=self.accelerator.device))
-        return int(counts.max())
 
     def _generate_chunk(self, unwrapped, prompt_ids: list[list[int]], num_samples: int) -> list[list[int]]:
         device = self.accelerator.device

@@ -30,7 +30,6 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-import torch
 from accelerate.utils import is_peft_model
 from trl.generation import vllm_generation as trl_vllm_generation
 from trl.generation.vllm_client import VLLMClient
@@ -38,7 +37,7 @@ from trl.generation.vllm_generation import VLLMGeneration
 from trl.import_utils import is_vllm_available
 
 from . import vllm_cpu
-from .base import truncate_at_stop
+from .base import global_max, truncate_at_stop
 from .vllm_weights import adapter_sync_rank, check_weight_sync_supported, iter_merged_peft_weights
 
 logger = logging.getLogger(__name__)
@@ -290,7 +289,7 @@ class VLLMBackend:
         """Sample `num_samples` completions per prompt; see [`GenerationBackend`]. Called by every process."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-        target = self._global_max(len(prompt_ids)) if self._lockstep else len(prompt_ids)
+        target = global_max(self.accelerator, len(prompt_ids)) if self._lockstep else len(prompt_ids)
         if target == 0:
             return []
         padded = list(prompt_ids) + [self.filler_prompt] * (target - len(prompt_ids))
@@ -307,10 +306,6 @@ class VLLMBackend:
         if self.accelerator.num_processes == 1:
             return False
         return self.generation.mode == "server" or self.generation.tensor_parallel_size > 1
-
-    def _global_max(self, count: int) -> int:
-        counts = self.accelerator.gather(torch.tensor([count], device=self.accelerator.device))
-        return int(counts.max())
 
 
 def stop_at(eos_token_id: int) -> dict:
