@@ -67,10 +67,12 @@ from .base import Verdict, Verifier, VerifyResult
 from .math_normalize import (
     FALLBACKS,
     Node,
+    clock_seconds,
     compact,
     extract_answer,
     extract_boxed,
     extract_gold,
+    is_label,
     is_simple_lhs,
     is_text_answer,
     mc_choice,
@@ -95,6 +97,7 @@ Outcome = tuple  # tuple[Verdict | None, str]
 
 _CORRECT, _INCORRECT, _CANNOT = Verdict.CORRECT, Verdict.INCORRECT, Verdict.CANNOT_JUDGE
 _EXACT_TOL = 1e-12
+_CONFIRM_TOL = 1e-40  # two constants equal at 60 digits to this relative tolerance are taken as equal
 _MAX_ITEMS = 64
 
 
@@ -115,6 +118,8 @@ class _Comparer:
     def nodes(self, gold: Node, pred: Node) -> Outcome:
         if gold.kind == "eq" or pred.kind == "eq":
             return self.equations(gold, pred)
+        if gold.kind == "rel" or pred.kind == "rel":
+            return self.relations(gold, pred)
         if gold.kind == "scalar" and pred.kind == "scalar":
             return self.scalars(gold.text, pred.text)
         if gold.kind == "set" and len(gold.items) == 1 and pred.kind == "scalar":
@@ -199,12 +204,23 @@ class _Comparer:
                 return self.nodes(parse_structure(gold.rhs), parse_structure(pred.rhs))
             return self.sympy_equation(gold, pred)
         if gold.kind == "eq":
-            if is_simple_lhs(gold.lhs):
+            if is_simple_lhs(gold.lhs) or _labelled_value(gold):
                 return self.nodes(parse_structure(gold.rhs), pred)
             return _INCORRECT, "structure_mismatch"
-        if is_simple_lhs(pred.lhs) or not any(ch.isalpha() for ch in re.sub(r"\\[a-zA-Z]+", "", pred.lhs)):
+        if (
+            is_simple_lhs(pred.lhs)
+            or _labelled_value(pred)
+            or not any(ch.isalpha() for ch in re.sub(r"\\[a-zA-Z]+", "", pred.lhs))
+        ):
             return self.nodes(gold, parse_structure(pred.rhs))
         return _INCORRECT, "structure_mismatch"
+
+    # ---- inequalities -----------------------------------------------------------------------------------------
+    def relations(self, gold: Node, pred: Node) -> Outcome:
+        """An inequality against an inequality or an interval: equal when they describe the same set of reals."""
+        if not self.use_sympy:
+            return None, "needs_sympy"
+        return _sympy_compare_sets(gold, pred, self.rel_tol, self.details)
 
     # ---- scalars ----------------------------------------------------------------------------------------------
     def scalars(self, gold: str, pred: str) -> Outcome:
@@ -221,6 +237,9 @@ class _Comparer:
         pred_choice = mc_choice(pred, gold=False)
         if pred_choice is not None and pred_choice[1]:
             return self.nodes(parse_structure(gold), parse_structure(pred_choice[1]))
+        gold_time, pred_time = clock_seconds(gold_key), clock_seconds(pred_key)
+        if gold_time is not None and pred_time is not None:  # `12:00` is a time, not the ratio 12/0
+            return (_CORRECT, "time_equal") if gold_time == pred_time else (_INCORRECT, "time_unequal")
         gold_number, pred_number = parse_number(gold_key), parse_number(pred_key)
         if gold_number is not None and pred_number is not None:
             equal, reason = numbers_equal(gold_number, pred_number, self.rel_tol)
@@ -262,6 +281,11 @@ def _is_vector(node: Node) -> bool:
 
 def _matrix_items(node: Node) -> list[str]:
     return [cell for row in node.rows for cell in row]
+
+
+def _labelled_value(node: Node) -> bool:
+    """`|AB| = 1`, `\\frac{NO}{BO} = \\frac{1}{\\sqrt6}`, `S_1:S_2 = 7:32`: a named quantity equal to a constant."""
+    return is_label(node.lhs) and not any(ch.isalpha() for ch in re.sub(r"\\[a-zA-Z]+", "", node.rhs))
 
 
 def _plain_variable(text: str) -> bool:
@@ -364,6 +388,7 @@ def _sympy_compare(gold: str, pred: str, rel_tol: float, details: dict) -> Outco
     if failure is not None:
         return failure
     try:
+        gold_expr, pred_expr = _imaginary_unit(gold_expr), _imaginary_unit(pred_expr)
         equal = _sympy_equal(gold_expr, pred_expr, rel_tol)
     except Exception as exc:  # sympy raises many types (TypeError, NotImplementedError, ...) on odd input
         details["sympy_error"] = _safe_str(f"{type(exc).__name__}: {exc}")
@@ -371,6 +396,17 @@ def _sympy_compare(gold: str, pred: str, rel_tol: float, details: dict) -> Outco
     if equal is None:
         return _CANNOT, "not_comparable"
     return (_CORRECT, "sympy_equal") if equal else (_INCORRECT, "sympy_unequal")
+
+
+def _imaginary_unit(expr: Any) -> Any:
+    """A free symbol `i` is the imaginary unit (`1+2i` == `i(2-i)`): answers use `i` for nothing else."""
+    import sympy
+
+    if isinstance(expr, sympy.Basic):
+        unit = [symbol for symbol in expr.free_symbols if getattr(symbol, "name", None) == "i"]
+        if unit:
+            return expr.xreplace({unit[0]: sympy.I})
+    return expr
 
 
 def _sympy_compare_equations(gold: Node, pred: Node, rel_tol: float, details: dict) -> Outcome:
@@ -395,6 +431,53 @@ def _sympy_compare_equations(gold: Node, pred: Node, rel_tol: float, details: di
     if ratio.is_number and ratio != 0 and ratio.is_finite:
         return _CORRECT, "equation_proportional"
     return _INCORRECT, "equation_unequal"
+
+
+def _real_set(node: Node, details: dict) -> tuple[Any, Any] | None:
+    """(set of reals, its variable or None) described by an inequality, an interval or a union of them."""
+    import sympy
+
+    if node.kind == "rel":
+        relation = _latex_to_sympy(node.text)
+        symbols = relation.free_symbols if isinstance(relation, sympy.Basic) else set()
+        if len(symbols) != 1 or not isinstance(relation, (sympy.core.relational.Relational, sympy.And, sympy.Or)):
+            return None
+        (symbol,) = symbols
+        return relation.as_set(), symbol
+    if node.kind == "seq" and len(node.items) == 2 and node.left in "([" and node.right in ")]":
+        low, high = (_latex_to_sympy(item.text) for item in node.items if item.kind == "scalar")
+        if not all(end.is_number and end.is_extended_real is not False for end in (low, high)):
+            return None
+        return sympy.Interval(low, high, node.left == "(", node.right == ")"), None
+    if node.kind == "union":
+        parts = [_real_set(item, details) for item in node.items]
+        if any(part is None for part in parts):
+            return None
+        return sympy.Union(*(part[0] for part in parts)), None
+    return None
+
+
+def _sympy_compare_sets(gold: Node, pred: Node, rel_tol: float, details: dict) -> Outcome:
+    """An inequality in one variable against an inequality, an interval or a union: the same set of reals?"""
+    import sympy
+
+    try:
+        gold_set, pred_set = _real_set(gold, details), _real_set(pred, details)
+    except Exception as exc:  # latex2sympy / as_set on odd input
+        details["sympy_error"] = _safe_str(f"{type(exc).__name__}: {exc}")
+        gold_set = pred_set = None
+    if gold_set is None or pred_set is None:
+        if gold.kind in ("rel", "scalar") and pred.kind in ("rel", "scalar"):
+            return _sympy_compare(gold.text, pred.text, rel_tol, details)
+        return _INCORRECT, "structure_mismatch"
+    if gold_set[1] is not None and pred_set[1] is not None and gold_set[1] != pred_set[1]:
+        return _INCORRECT, "variable_mismatch"
+    try:
+        equal = gold_set[0] == pred_set[0] or sympy.simplify(gold_set[0].symmetric_difference(pred_set[0])) == sympy.S.EmptySet
+    except Exception as exc:
+        details["sympy_error"] = _safe_str(f"{type(exc).__name__}: {exc}")
+        return _CANNOT, "sympy_error"
+    return (_CORRECT, "set_equal") if equal else (_INCORRECT, "set_unequal")
 
 
 def _sympy_equal(a: Any, b: Any, rel_tol: float) -> bool | None:
@@ -431,26 +514,42 @@ def _expr_equal(a: Any, b: Any, rel_tol: float) -> bool:
     """
     import sympy
 
+    undefined = (sympy.nan, sympy.zoo)
+    if isinstance(a, sympy.Basic) and a.has(*undefined) or isinstance(b, sympy.Basic) and b.has(*undefined):
+        return False  # an undefined value (`1:0`, `0/0`) equals nothing, not even another undefined value
     if a == b:
         return True
     if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr)):
         return False
     if a.has(sympy.Float) or b.has(sympy.Float):
         return _numerically_equal(a, b, rel_tol)
+    if a - b == 0:
+        return True
+    if not _numerically_equal(a, b, _EXACT_TOL):  # cheap rejection before anything expensive
+        return False
+    a, b = a.doit(), b.doit()  # the parser builds unevaluated products and sums: `(x+1)/y` vs `(1+x)/y`
     difference = a - b
     if difference == 0:
         return True
-    if not _numerically_equal(a, b, _EXACT_TOL):  # cheap rejection before the expensive simplify
+    if _provably_nonzero(difference):
         return False
+    if difference.is_number:
+        # Two constants equal to 30 digits: confirm at 60 before (instead of) simplify, which can run for minutes
+        # on nested radicals that sympy cannot denest.
+        return _numerically_equal(a, b, _CONFIRM_TOL, digits=60)
     difference = sympy.simplify(difference)
-    if difference == 0:
-        return True
-    # Equal to 30 digits but not provably: trust the numbers unless sympy knows better (2^2017 - 1 vs 2^2017).
-    return not (difference.is_zero is False or (difference.is_number and difference.is_rational))
+    # Equal at three random points but not provably: trust the numbers unless sympy knows better.
+    return difference == 0 or not _provably_nonzero(difference)
 
 
-def _numerically_equal(a: Any, b: Any, tol: float) -> bool:
-    """Evaluate both at 30 digits (at three pseudo-random points when there are free symbols) and compare.
+def _provably_nonzero(difference: Any) -> bool:
+    """sympy knows that `difference` is not zero (`(2^2017 - 1) - 2^2017` is the rational -1)."""
+    return difference.is_zero is False or (difference.is_zero is not True and difference.is_number
+                                           and difference.is_rational is True)
+
+
+def _numerically_equal(a: Any, b: Any, tol: float, digits: int = 30) -> bool:
+    """Evaluate both at `digits` digits (at three pseudo-random points when there are free symbols) and compare.
 
     The comparison is done in mpmath numbers, so huge values (`2^{2017}`) do not overflow to infinity.
     """
@@ -461,26 +560,32 @@ def _numerically_equal(a: Any, b: Any, tol: float) -> bool:
     points = [{}] if not symbols else [{s: sympy.Float(rng.uniform(-2.5, 2.5), 30) for s in symbols}
                                        for _ in range(3)]
     for point in points:
-        va, vb = a.evalf(30, subs=point), b.evalf(30, subs=point)
+        va, vb = a.evalf(digits, subs=point), b.evalf(digits, subs=point)
         if not (va.is_number and vb.is_number) or va.has(sympy.nan, sympy.zoo) or vb.has(sympy.nan, sympy.zoo):
             return False
         if va.is_infinite or vb.is_infinite:
             if va != vb:
                 return False
             continue
-        ma, mb = _to_mpmath(va), _to_mpmath(vb)
-        if not (abs(ma - mb) <= tol * max(abs(ma), abs(mb)) or abs(ma - mb) < 1e-20):
+        if not _close(va, vb, tol, digits):
             return False
     return True
 
 
-def _to_mpmath(value: Any):
-    """A sympy number as an mpmath complex (arbitrary exponent range: no overflow, no "not comparable" zeros)."""
+def _close(va: Any, vb: Any, tol: float, digits: int) -> bool:
+    """|va - vb| <= tol * max(|va|, |vb|), or below 10^-(digits - 10), computed in mpmath at `digits` digits
+    (arbitrary exponent range: huge values do not overflow, tiny ones are not "not comparable" zeros)."""
     import mpmath
     import sympy
 
-    real, imag = value.as_real_imag()
-    return mpmath.mpc(mpmath.mpf(sympy.Float(real, 30)._mpf_), mpmath.mpf(sympy.Float(imag, 30)._mpf_))
+    with mpmath.workdps(digits + 5):
+        values = []
+        for value in (va, vb):
+            real, imag = value.as_real_imag()
+            values.append(mpmath.mpc(mpmath.mpf(sympy.Float(real, digits)._mpf_),
+                                     mpmath.mpf(sympy.Float(imag, digits)._mpf_)))
+        gap = abs(values[0] - values[1])
+        return bool(gap <= tol * max(abs(values[0]), abs(values[1])) or gap < mpmath.mpf(10) ** (10 - digits))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -33,10 +33,12 @@ from typing import Any
 __all__ = [
     "FALLBACKS",
     "Node",
+    "clock_seconds",
     "compact",
     "extract_answer",
     "extract_boxed",
     "extract_gold",
+    "is_label",
     "is_text_answer",
     "mc_choice",
     "normalize_answer",
@@ -329,13 +331,37 @@ _UNIT_WORDS = (
     "points|point|tiles|marbles|coins|books|apples|pages|miles per hour|km/h|m/s|rpm|W|V|J|N|Pa|K|Hz"
 )
 _TRAILING_TEXT_UNIT_RE = re.compile(
-    r"(?<=[\d}).\s])\s*\\(?:text|mbox|mathrm|textrm|textnormal|mathit|textit)\s*"
+    r"(?<=[\d}).\s])\s*\\(?:text|mbox|mathrm|textrm|textnormal|mathit|textit|textbf|mathbf|textsf|mathsf|emph)\s*"
     r"\{\s*(?![ie]\s*\})[a-zA-Z][a-zA-Z .\-/]*\}"
     r"(?:\s*\^\s*\{?\s*\d\s*\}?)?\s*$"
 )
 _TRAILING_WORD_UNIT_RE = re.compile(r"(?<=[\d}).])\s+(?:" + _UNIT_WORDS + r")(?:\s*\^\s*\{?\s*\d\s*\}?)?\s*$")
-_AND_OR_RE = re.compile(r"\s*\\text\s*\{\s*(?:and|or)\s*\}\s*|\s+(?:and|or)\s+|\s*,\s*(?:and|or)\s+")
-_THIN_THOUSANDS_RE = re.compile(r"(?<=\d)(?:,\\!|\{,\}\\!|\\,|\{,\}|\\ |\\;|\\!)(?=\d{3}(?!\d))")
+# A unit glued to its number (`10weeks`, `5cm^2`): only the listed words of two letters or more (not `in`), so
+# that products of variables (`4abc`, `2m`) stay expressions.
+_GLUED_UNIT_RE = re.compile(
+    r"(?<=\d)(?:"
+    + "|".join(sorted((w for w in _UNIT_WORDS.split("|") if len(w) >= 2 and " " not in w and w != "in"),
+                      key=len, reverse=True))
+    + r")(?:\s*\^\s*\{?\s*\d\s*\}?)?\s*$"
+)
+# "and" / "or" between answers, also written in a text command (`2\text{or}3`) or as a logical or (`\vee`).
+_AND_OR_CMD_RE = re.compile(
+    r"\s*(?:\\(?:text|mbox|textrm|mathrm|textit|textbf|textnormal)\s*\{\s*(?:and|or)\s*\}|\\(?:vee|lor)(?![a-zA-Z]))\s*"
+)
+_AND_OR_RE = re.compile(r"\s+(?:and|or)\s+|\s*,\s*(?:and|or)\s+")
+# A mixed number written with a slash (`1 1/2`, `2\ 3/4`): a whole part, a space, a proper fraction.
+_MIXED_SLASH_RE = re.compile(r"(?<![\w.}\\^_])(\d+)\s+(\d+)\s*/\s*(\d+)(?![\w.])")
+# Degrees inside a trigonometric function's argument are converted to radians (`\sin 30^\circ` = 1/2);
+# anywhere else a degree sign is a unit and dropped (`30^\circ` == `30`).
+_TRIG_RE = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![a-zA-Z])")
+_TRIG_DEGREE_RE = re.compile(
+    r"(\d+(?:\.\d+)?|[a-zA-Z]|\{[^{}]*\})\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z]))"
+)
+# A thousands separator that cannot be a list comma: `1{,}000`, `1,\\!000` (MATH), `1,\\! 000`, `1\\!,\\!000`,
+# `1,\\,000`, or a thin space alone (`1\\,000`). A plain `1,000` is handled for whole answers only.
+_THIN_THOUSANDS_RE = re.compile(
+    r"(?<=\d)(?:(?:\\!\s*)?(?:\{,\}|,\s*\\[!,])\s*(?:\\!\s*)?|\\[,; !]\s*)(?=\d{3}(?!\d))"
+)
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _REAL_WORDS_RE = re.compile(
     r"^(?:\\mathbb\s*\{?\s*R\s*\}?|\\R|\\text\{all real numbers\}|all real numbers|\\text\{all reals\}|all reals)$"
@@ -437,9 +463,17 @@ def _strip_outer(text: str) -> str:
         if text.startswith("{") and _matching_brace(text, 0) == len(text) - 1:
             text = text[1:-1]
         text = text.rstrip(".;:, ").lstrip(":").strip()
+        text = text.rstrip("\\").rstrip()  # a stray backslash or a LaTeX line break after the answer
         if text == before:
             break
     return text
+
+
+def _mixed_slash(match: re.Match) -> str:
+    whole, num, den = match.groups()
+    if int(den) == 0 or int(num) >= int(den):  # `3 4/2` is not a mixed number: leave it
+        return match.group(0)
+    return f"{whole}\\frac{{{num}}}{{{den}}}"
 
 
 def normalize_answer(answer: str) -> str:
@@ -460,6 +494,8 @@ def normalize_answer(answer: str) -> str:
     text = _SIZING_RE.sub("", text)
     for pattern, repl in _SYNONYMS:
         text = pattern.sub(repl, text)
+    if _TRIG_RE.search(text):
+        text = _TRIG_DEGREE_RE.sub(r"\\frac{\1\\pi}{180}", text)
     text = _DEGREE_RE.sub("", text)
     text = _PERCENT_RE.sub("", text)
     text = _SPACING_RE.sub(" ", text)
@@ -467,9 +503,12 @@ def normalize_answer(answer: str) -> str:
     for _ in range(2):
         text = _TRAILING_TEXT_UNIT_RE.sub("", text).rstrip()
         text = _TRAILING_WORD_UNIT_RE.sub("", text).rstrip()
+        text = _GLUED_UNIT_RE.sub("", text).rstrip()
     text = _strip_trailing_words(text)
+    text = _AND_OR_CMD_RE.sub(", ", text)
     text = _unwrap_commands(text, _TEXT_CMD_RE)
     text = _AND_OR_RE.sub(", ", text)
+    text = _MIXED_SLASH_RE.sub(_mixed_slash, text)
     text = _brace_command_args(text, "\\frac", 2)
     text = _brace_command_args(text, "\\sqrt", 1)
     text = _SCRIPT_CHAR_RE.sub(r"\1{\2}", text)
@@ -669,7 +708,8 @@ class Node:
 
     `kind` is one of `"scalar"` (`text` holds the expression), `"seq"` (a tuple or an interval; `left` and
     `right` hold the brackets), `"set"` (`\\{...\\}`: order does not matter), `"list"` (bare comma-separated
-    answers: order does not matter), `"union"` (`A \\cup B`), `"matrix"` (`rows`), `"eq"` (`lhs = rhs`).
+    answers: order does not matter), `"union"` (`A \\cup B`), `"matrix"` (`rows`), `"eq"` (`lhs = rhs`),
+    `"rel"` (an inequality that is not a plain bound on one variable, `text` holds it).
     """
 
     kind: str
@@ -748,7 +788,40 @@ _SIMPLE_LHS_RE = re.compile(
 )
 _IN_PREFIX_RE = re.compile(r"^[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?\s*\\in\s*(.+)$")
 _VAR = r"[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?"
+# What an inequality bounds: a variable, a function value (`0<f(x)<1` is the range (0,1)) or a Greek letter.
+_REL_VAR = (
+    _VAR + r"|[a-zA-Z](?:_\{?\w+\}?)?\s*\(\s*[a-zA-Z]\w*\s*\)"
+    r"|\\(?:alpha|beta|gamma|theta|phi|varphi|omega|lambda|mu|sigma|rho|tau)(?![a-zA-Z])"
+)
 _REL_SPLIT_RE = re.compile(r"(\\le(?![a-zA-Z])|\\ge(?![a-zA-Z])|<|>)")
+_FLIP = {"<": ">", ">": "<", "\\le": "\\ge", "\\ge": "\\le"}
+
+
+_LABEL_COMMANDS_RE = re.compile(
+    r"m?\s*\\(?:frac|angle|measuredangle|overline|overrightarrow|vec|triangle|widehat|cdot|times|left|right)(?![a-zA-Z])"
+)
+_LABEL_SCRIPT_RE = re.compile(r"[_^]\s*(?:\{[a-z0-9]+\}|[a-z0-9])")
+
+
+def is_label(text: str) -> bool:
+    """True for the left side of a labelled value: geometry names and ratios of them (`|AB|`, `\\frac{NO}{BO}`,
+    `S_1:S_2`, `AB+BC`, `\\angle ABC`), i.e. only capital letters once commands, scripts and operators are gone.
+    Lower-case variables are not labels: `x+y = 5` is an equation, not the value 5."""
+    rest = _LABEL_SCRIPT_RE.sub("", _LABEL_COMMANDS_RE.sub("", text))
+    rest = re.sub(r"[\s{}()|:+\-*/]", "", rest)
+    return bool(rest) and rest.isascii() and rest.isalpha() and rest.isupper()
+
+
+_CLOCK_RE = re.compile(r"^(\d{1,2}):([0-5]\d)(?::([0-5]\d))?$")
+
+
+def clock_seconds(text: str) -> int | None:
+    """Seconds since midnight of a clock time (`9:05`, `09:05`, `2:30:00`), or None when `text` is not one."""
+    match = _CLOCK_RE.match(compact(text))
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + int(seconds or 0)
 
 
 def is_simple_lhs(text: str) -> bool:
@@ -763,7 +836,13 @@ def _inequality_to_interval(text: str) -> str | None:
         return None
     terms = [p.strip() for p in parts[::2]]
     ops = [p.strip() for p in parts[1::2]]
-    var_positions = [i for i, term in enumerate(terms) if re.fullmatch(_VAR, term)]
+    if len(terms) == 2:  # `-x > -1` is `x < 1`
+        for i, term in enumerate(terms):
+            if term.startswith("-") and re.fullmatch(_REL_VAR, term[1:].strip()):
+                terms = [term[1:].strip() if j == i else _negated(t) for j, t in enumerate(terms)]
+                ops = [_FLIP[ops[0]]]
+                break
+    var_positions = [i for i, term in enumerate(terms) if re.fullmatch(_REL_VAR, term)]
     if len(var_positions) != 1:
         return None
     if len(terms) == 3:
@@ -785,6 +864,26 @@ def _inequality_to_interval(text: str) -> str | None:
         "<": f"(-\\infty,{bound})",
         "\\le": f"(-\\infty,{bound}]",
     }[op]
+
+
+def _negated(term: str) -> str:
+    """`-1` -> `1`, `2` -> `-2`, `a+b` -> `-(a+b)` (string level, for flipping an inequality)."""
+    if term.startswith("-") and not _has_top_sign(term[1:]):
+        return term[1:].strip()
+    return f"-({term})" if _has_top_sign(term) else f"-{term}"
+
+
+def _has_top_sign(text: str) -> bool:
+    """True when `text` has a `+` or `-` outside all brackets, after its first character."""
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch in "({[":
+            depth += 1
+        elif ch in ")}]":
+            depth -= 1
+        elif ch in "+-" and depth == 0 and i > 0:
+            return True
+    return False
 
 
 def _expand_pm(text: str) -> list[str] | None:
@@ -841,6 +940,8 @@ def parse_structure(text: str, depth: int = 0) -> Node:
         return Node("set", items=tuple(parse_structure(item, depth + 1) for item in items))
     if len(text) >= 2 and text[0] in "([" and text[-1] in ")]" and _wraps_whole(text):
         items = _split_top(text[1:-1], (",",))
+        if len(items) == 1:  # `(1; 2)`: a semicolon separates the coordinates when there is no comma
+            items = _split_top(text[1:-1], (";",))
         if len(items) >= 2:
             return Node("seq", left=text[0], right=text[-1],
                         items=tuple(parse_structure(item, depth + 1) for item in items))
@@ -850,6 +951,8 @@ def parse_structure(text: str, depth: int = 0) -> Node:
     interval = _inequality_to_interval(text)
     if interval is not None:
         return parse_structure(interval, depth + 1)
+    if len(_REL_SPLIT_RE.split(text)) > 1 and "=" not in text:
+        return Node("rel", text=text)  # another inequality (`2x < 2`, `x^2 \le 1`): compared as sets by sympy
     sides = _split_top(text, ("=",))
     if len(sides) >= 2 and all(sides):
         return Node("eq", lhs=sides[0], rhs=sides[-1])

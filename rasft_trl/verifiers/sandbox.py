@@ -117,13 +117,31 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SANDBOX_STATUSES", "Sandbox", "SandboxResult"]
+__all__ = ["SANDBOX_STATUSES", "SYSTEM_READ_PATHS", "Sandbox", "SandboxResult"]
+
+#: What a program may read besides its temporary directory and the directories on its `sys.path` (when
+#: `confine_reads` is on): shared libraries and the loader's cache (extension modules load them), time
+#: zones, and the harmless devices. Paths that do not exist on a machine are skipped.
+SYSTEM_READ_PATHS = (
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/usr/share/zoneinfo",
+    "/dev/null",
+    "/dev/zero",
+    "/dev/urandom",
+    "/dev/random",
+)
 
 #: Every status a run can end with; all but `"passed"` are failures, `"test_error"` and
 #: `"sandbox_error"` mean the run could not judge the program (bad tests / broken sandbox).
@@ -191,7 +209,13 @@ class Sandbox:
         network_namespace: try to enter a new network namespace (best effort; falls back silently to
             the audit hook, the run's `details["isolation"]` says what was in effect).
         landlock: try to apply a Landlock policy (kernel-enforced: writes only in the temporary
-            directory, no `execve`, no TCP, no signals outside); best effort like `network_namespace`.
+            directory, reads only where `confine_reads` allows, no `execve`, no TCP, no signals outside);
+            best effort like `network_namespace`.
+        confine_reads: deny reads outside the temporary directory, the interpreter's own files (every
+            directory on the child's `sys.path`), the system's shared libraries (`SYSTEM_READ_PATHS`) and
+            `read_paths`: by Landlock where the kernel has it, and by the audit hook (a tripwire: status
+            `"sandbox_violation"`) in any case. `False` lets the program read what the trainer's user can read.
+        read_paths: further files or directories the program may read (e.g. data files its tests open).
         python_executable: interpreter for the child. `None` uses the trainer's interpreter started
             with `-S` (fast start-up) and its site-packages directories on `sys.path`; another
             interpreter is started without `-S` so that its own site-packages are found.
@@ -217,6 +241,8 @@ class Sandbox:
         strict_asserts: bool = True,
         network_namespace: bool = True,
         landlock: bool = True,
+        confine_reads: bool = True,
+        read_paths: Sequence[str] = (),
         python_executable: str | None = None,
         module_name: str = "solution",
         tmp_root: str | None = None,
@@ -250,6 +276,8 @@ class Sandbox:
         self.strict_asserts = bool(strict_asserts)
         self.network_namespace = bool(network_namespace)
         self.landlock = bool(landlock)
+        self.confine_reads = bool(confine_reads)
+        self.read_paths = [os.path.abspath(os.fspath(path)) for path in read_paths]
         self.module_name = module_name
         self.tmp_root = tmp_root
         self.extra_env = dict(env or {})
@@ -376,6 +404,8 @@ class Sandbox:
             "strict_asserts": self.strict_asserts,
             "network_namespace": self.network_namespace,
             "landlock": self.landlock,
+            "confine_reads": self.confine_reads,
+            "read_paths": [*self.read_paths, *SYSTEM_READ_PATHS],
         }
         chan_r, chan_w = os.pipe()
         job["channel_fd"] = chan_w
@@ -861,7 +891,7 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
     chan_id = (chan_stat.st_dev, chan_stat.st_ino)
     violations = []
     tamper_notes = []
-    isolation = {"landlock_abi": 0, "network_namespace": False, "nproc_limit": None}
+    isolation = {"landlock_abi": 0, "landlock_reads": False, "network_namespace": False, "nproc_limit": None}
 
     def text(value, limit=1500):
         if not isinstance(value, str):
@@ -919,6 +949,17 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
         limit(resource.RLIMIT_NPROC, isolation["nproc_limit"])
 
     # ---- 2. kernel isolation, best effort: network namespace, Landlock
+    # What the program may read (None: anything): its folder, the interpreter's own files (every directory
+    # on sys.path: the standard library, lib-dynload, site-packages), the system's shared libraries, and the
+    # caller's read_paths. Both spellings of a symlinked root count for the audit hook; Landlock resolves.
+    read_roots = None
+    if job["confine_reads"]:
+        read_roots = []
+        for path in [*sys.path, *job["read_paths"]]:
+            if isinstance(path, str) and path.startswith("/") and os.path.exists(path):
+                for spelling in (os.path.normpath(path), os.path.realpath(path)):
+                    if spelling != "/" and spelling not in read_roots:
+                        read_roots.append(spelling)
     if linux and (job["network_namespace"] or job["landlock"]):
         import ctypes
         import struct
@@ -954,7 +995,9 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
                     (1, 4, 5, 6, 7, 8, 9, 10, 11, 12) + ((13,) if abi >= 2 else ()) + ((14,) if abi >= 3 else ())
                 ):
                     write_bits |= 1 << bit  # WRITE_FILE, REMOVE_*, MAKE_*, REFER, TRUNCATE
-                handled_fs = write_bits | 1  # | EXECUTE, allowed nowhere: no execve
+                read_file, read_dir = 1 << 2, 1 << 3
+                read_bits = (read_file | read_dir) if read_roots is not None else 0
+                handled_fs = write_bits | read_bits | 1  # | EXECUTE, allowed nowhere: no execve
                 if abi >= 6:
                     attr = struct.pack("=QQQ", handled_fs, 3, 3)  # deny TCP bind+connect; scope unix+signals
                 elif abi >= 4:
@@ -963,16 +1006,24 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
                     attr = struct.pack("=Q", handled_fs)
                 ruleset = libc.syscall(444, ctypes.c_char_p(attr), len(attr), 0)
                 ok = ruleset >= 0
-                for path, bits in ((tmpdir, write_bits), (os.devnull, (1 << 1) | ((1 << 14) if abi >= 3 else 0))):
-                    if ok:
+                rules = [(tmpdir, write_bits | read_bits), (os.devnull, (1 << 1) | ((1 << 14) if abi >= 3 else 0))]
+                for path in read_roots or ():
+                    rules.append((path, read_bits if os.path.isdir(path) else read_file))
+                for path, bits in rules:
+                    if not ok:
+                        break
+                    try:
                         pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-                        rule = struct.pack("=Qi", bits, pfd)
-                        ok = libc.syscall(445, ruleset, 1, ctypes.c_char_p(rule), 0) == 0  # add_rule(PATH_BENEATH)
-                        os.close(pfd)
+                    except OSError:
+                        continue  # a read root that vanished: one place less to read
+                    rule = struct.pack("=Qi", bits, pfd)
+                    ok = libc.syscall(445, ruleset, 1, ctypes.c_char_p(rule), 0) == 0  # add_rule(PATH_BENEATH)
+                    os.close(pfd)
                 if ok and libc.prctl(38, 1, 0, 0, 0) == 0:  # PR_SET_NO_NEW_PRIVS
                     ok = libc.syscall(446, ruleset, 0) == 0  # landlock_restrict_self
                     if ok:
                         isolation["landlock_abi"] = int(abi)
+                        isolation["landlock_reads"] = read_roots is not None
                 if ruleset >= 0:
                     os.close(ruleset)
         libc = None
@@ -1026,6 +1077,12 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
     setprofile(None)
     preloaded = frozenset(sys.modules)
     root = tmpdir.rstrip("/") or "/"
+    o_path = getattr(os, "O_PATH", 0)
+    # (exact paths, prefixes) the audit hook lets the program read; None: reads are not confined
+    read_prefixes = None
+    if read_roots is not None:
+        readable = [root, *read_roots]
+        read_prefixes = (frozenset(readable), tuple(path.rstrip("/") + "/" for path in readable))
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     af_unix = 1
     writable_devices = ("/dev/null", "/dev/stdout", "/dev/stderr")
@@ -1084,6 +1141,17 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
             owner = p.split("/")[2]
             if owner in ("self", "thread-self") or owner.isdigit():
                 refuse("open", p)  # /proc/self/mem, /proc/<pid>/... : the harness's memory and fds
+            check_read("open for reading", p)
+        elif not (isinstance(flags, int) and flags & o_path):  # O_PATH opens give no access to the contents
+            check_read("open for reading", p)
+
+    def check_read(event, p):
+        if read_prefixes is not None and p not in read_prefixes[0] and not p.startswith(read_prefixes[1]):
+            refuse(event, p)
+
+    def on_list(args):
+        path = args[0] if args else None
+        check_read("list", absolute("." if path is None else path))
 
     def on_path(event, dir_fd_at):
         def handler(args):
@@ -1123,7 +1191,8 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
         if isinstance(name, str) and "/" in name and inside(name):
             refuse("ctypes.dlopen", name)
 
-    handlers = {"open": on_open, "import": on_import, "socket.__new__": on_socket_new, "ctypes.dlopen": on_dlopen}
+    handlers = {"open": on_open, "import": on_import, "socket.__new__": on_socket_new, "ctypes.dlopen": on_dlopen,
+                "os.listdir": on_list, "os.scandir": on_list}
     # (event, position of its dir_fd argument) as raised by CPython 3.10-3.13
     for event, dir_fd_at in (
         ("os.remove", 1),

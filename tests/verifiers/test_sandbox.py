@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -333,16 +334,96 @@ def test_cannot_delete_or_chmod_host_files(sandbox, tmp_path):
 
 
 def test_kernel_blocks_writes_the_audit_hook_cannot_see(sandbox, isolation, tmp_path):
-    # os.open(..., dir_fd=) hides the directory from the audit hook: only Landlock stops it.
+    # os.open(..., dir_fd=) hides the directory from the audit hook (an O_PATH open reads nothing and is
+    # allowed anywhere): only Landlock stops it.
     if not isolation["landlock_abi"]:
         pytest.skip("Landlock is off here (not available, or disabled in this parametrization)")
     r = run(
         sandbox,
-        f"import os\nfd = os.open({str(tmp_path)!r}, os.O_RDONLY)\n"
+        f"import os\nfd = os.open({str(tmp_path)!r}, os.O_PATH)\n"
         "os.open('x.txt', os.O_WRONLY | os.O_CREAT, dir_fd=fd)",
     )
     assert r.status == "runtime_error" and r.details["exception"] == "PermissionError", r
     assert not (tmp_path / "x.txt").exists()
+
+
+READ_ATTACKS = {
+    "open": "data = open(TARGET).read()",
+    "pathlib": "import pathlib\ndata = pathlib.Path(TARGET).read_text()",
+    "os_open": "import os\nfd = os.open(TARGET, os.O_RDONLY)\ndata = os.read(fd, 100).decode()",
+    "relative": "import os\ndata = open(os.path.relpath(TARGET, os.getcwd())).read()",
+    "listdir": "import os\ndata = ' '.join(os.listdir(os.path.dirname(TARGET)))",
+    "glob": "import glob, os\ndata = ' '.join(glob.glob(os.path.dirname(TARGET) + '/*'))",
+    "linecache": "import linecache\ndata = linecache.getline(TARGET, 1)",
+    "caught": "try:\n    data = open(TARGET).read()\nexcept OSError:\n    data = ''",
+}
+SECRET = "rasft-secret-7f3a9c"
+
+
+@pytest.fixture(params=["tmp", "beside_the_checkout"])
+def secret_file(request, tmp_path):
+    """A secret in /tmp itself (where the sandbox's own folders live) or in another folder outside the
+    sandbox (pytest's tmp_path)."""
+    if request.param == "tmp":
+        fd, path = tempfile.mkstemp(prefix="rasft-secret-", suffix=".txt", dir="/tmp")
+        os.write(fd, (SECRET + "\n").encode())
+        os.close(fd)
+        yield path
+        os.remove(path)
+    else:
+        path = tmp_path / "credentials.txt"
+        path.write_text(SECRET + "\n")
+        yield str(path)
+
+
+@pytest.mark.parametrize("attack", sorted(READ_ATTACKS))
+def test_cannot_read_outside_the_temporary_directory(sandbox, secret_file, attack):
+    program = f"TARGET = {secret_file!r}\n" + READ_ATTACKS[attack] + "\nprint(data)"
+    r = run(sandbox, program, f"assert {SECRET!r} not in data and {os.path.basename(secret_file)!r} not in data")
+    assert r.status == "sandbox_violation", r
+    assert SECRET not in r.stdout + r.stderr + repr(r.details)
+
+
+def test_kernel_blocks_reads_the_audit_hook_cannot_see(sandbox, isolation, secret_file):
+    # Through an O_PATH descriptor of the secret's folder, the audit hook sees only a relative name that
+    # looks like a file of the sandbox's own folder: only Landlock's read rules stop it.
+    if not isolation["landlock_reads"]:
+        pytest.skip("Landlock is off here (not available, or disabled in this parametrization)")
+    directory, name = os.path.split(secret_file)
+    r = run(
+        sandbox,
+        f"import os\nfd = os.open({directory!r}, os.O_PATH)\n"
+        f"print(os.read(os.open({name!r}, os.O_RDONLY, dir_fd=fd), 100))",
+    )
+    assert r.status == "runtime_error" and r.details["exception"] == "PermissionError", r
+    assert SECRET not in r.stdout + r.stderr
+
+
+def test_reads_inside_the_folder_and_of_the_interpreter_still_work(sandbox):
+    r = run(
+        sandbox,
+        """
+        import json, os, sys, linecache, importlib.util
+        open("data.json", "w").write(json.dumps({"a": 1}))
+        loaded = json.load(open("data.json"))
+        names = sorted(os.listdir("."))
+        source = linecache.getline(json.__file__, 1)
+        """,
+        "assert loaded == {'a': 1}\nassert names == ['data.json']\nassert source",
+    )
+    assert r.status == "passed", r
+
+
+def test_read_paths_opens_a_data_file_to_the_program(tmp_path):
+    data = tmp_path / "table.csv"
+    data.write_text("x,y\n1,2\n")
+    program = f"rows = open({str(data)!r}).read().splitlines()"
+    assert Sandbox(timeout_s=TIMEOUT).run(program, "assert rows == ['x,y', '1,2']").status == "sandbox_violation"
+    r = Sandbox(timeout_s=TIMEOUT, read_paths=[str(data)]).run(program, "assert rows == ['x,y', '1,2']")
+    assert r.status == "passed", r
+    r = Sandbox(timeout_s=TIMEOUT, confine_reads=False).run(program, "assert rows == ['x,y', '1,2']")
+    assert r.status == "passed", r
+    assert r.details["isolation"]["landlock_reads"] is False
 
 
 def test_file_size_limit():
