@@ -2,6 +2,12 @@
 
 Usage:
     python benchmarks/bench_math_verifier.py [--n 4000] [--workers N] [--timeout 5]
+    python benchmarks/bench_math_verifier.py --against REF [--rounds 3]
+
+`--against REF` measures the realistic mix with this checkout and with the verifier of git revision REF (extracted
+to a temporary folder with `git archive`), alternating the two in fresh processes for `--rounds` rounds, and
+prints the median throughputs, `ratio realistic_vs_REF` (>= 0.8 is the budget a change may cost) and
+`ratio numeric_only_vs_REF` (the sympy-free fast path alone).
 
 Rows:
     numeric-only        integer / decimal / fraction / thousands-separated answers: the sympy-free fast path,
@@ -18,10 +24,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+# The verifier under test: this checkout's, or another one's (`--against` sets RASFT_BENCH_ROOT for its runs).
+sys.path.insert(0, os.environ.get("RASFT_BENCH_ROOT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from rasft_trl.verifiers.math import MathVerifier
 
@@ -110,13 +120,58 @@ def _run(verifier: MathVerifier, pairs: list[tuple[str, str]], batch_size: int) 
     return len(pairs) / (time.perf_counter() - started)
 
 
+def compared_rates(n: int, workers: int | None, timeout: float, batch_size: int) -> tuple[float, float]:
+    """Throughput on the realistic mix (pool warmed, cache off), the row a change must not slow down, and on the
+    numeric-only fast path (where normalization costs show)."""
+    with MathVerifier(num_workers=workers, timeout=timeout, cache_size=0) as verifier:
+        numeric = _run(verifier, numeric_pairs(random.Random(2), n), batch_size)
+        verifier.verify_batch([_response("\\sqrt{4}")] * verifier.num_workers, ["2"] * verifier.num_workers)
+        return _run(verifier, realistic_pairs(random.Random(1), n), batch_size), numeric
+
+
+def against(ref: str, args: argparse.Namespace) -> None:
+    """Side by side: this checkout vs git revision `ref`, alternating fresh processes."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    repo = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    rates: dict[str, list[tuple[float, float]]] = {"this checkout": [], ref: []}
+    with tempfile.TemporaryDirectory(prefix="bench-ref-") as other:
+        archive = subprocess.run(["git", "archive", ref], cwd=repo, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", other], input=archive, check=True)
+        for round_index in range(args.rounds):
+            for name, root in (("this checkout", repo), (ref, other)):
+                command = [sys.executable, os.path.abspath(__file__), "--realistic-only", "--n", str(args.n),
+                           "--timeout", str(args.timeout), "--batch-size", str(args.batch_size)]
+                if args.workers is not None:
+                    command += ["--workers", str(args.workers)]
+                out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=root,
+                                     env={**os.environ, "RASFT_BENCH_ROOT": root})
+                realistic, numeric = map(float, out.stdout.strip().splitlines()[-1].split())
+                rates[name].append((realistic, numeric))
+                print(f"round {round_index + 1}: {name:<15} realistic {realistic:8.0f} verif/s, "
+                      f"numeric-only {numeric:8.0f} verif/s", flush=True)
+    for row, label in ((0, "realistic"), (1, "numeric_only")):
+        medians = {name: statistics.median(value[row] for value in values) for name, values in rates.items()}
+        print(f"median {label}: this checkout {medians['this checkout']:.0f}, {ref} {medians[ref]:.0f} verif/s")
+        print(f"ratio {label}_vs_{ref}: {medians['this checkout'] / medians[ref]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=4000, help="pairs per row (sympy-only uses n/8)")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default min(4, cpus))")
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--against", default=None, help="git revision to compare the realistic mix with")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds for --against")
+    parser.add_argument("--realistic-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.realistic_only:
+        print(*compared_rates(args.n, args.workers, args.timeout, args.batch_size))
+        return
+    if args.against:
+        against(args.against, args)
+        return
     rng = random.Random(0)
     rows = []
 

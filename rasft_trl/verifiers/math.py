@@ -24,22 +24,40 @@ How a pair is judged, cheapest first (the first three steps never import sympy a
    Multiple-choice letters (`(C)`, `C`, `\\text{(C)}`, `\\textbf{(C)}`) compare as letters; text answers
    (`\\text{Monday}`) compare case-insensitively; plain numbers compare exactly with Python fractions.
 4. Otherwise, in a worker process: LaTeX -> sympy with `latex2sympy2_extended`; a 30-digit numeric evaluation
-   (at three pseudo-random points when there are free symbols) rejects, `simplify(a - b) == 0` accepts, and
-   values equal to 30 digits that sympy can neither prove equal nor separate are accepted. A gold answer that
+   (at three pseudo-random points when there are free symbols) rejects; constants equal to 30 digits are
+   accepted when they still agree at 60 digits (no `simplify`, which can run for minutes on nested radicals it
+   cannot denest) unless sympy knows their difference is a non-zero rational (`2^{2017}-1` vs `2^{2017}`);
+   expressions with free symbols are accepted by `simplify(a - b) == 0`, or when equal at the three points and
+   sympy cannot prove them different. A gold answer that
    sympy cannot parse (and that is not matched by the earlier steps) is CANNOT_JUDGE; such a prediction is
    INCORRECT.
 
 Decisions (what a careful MATH grader does):
 
-- Units are dropped: `30^\\circ` == `30`, `\\$5` == `5`, `5\\text{ cm}` == `5`, and `50\\%` == `50` (the MATH
-  convention for "what percent" questions). A percentage is NOT converted to a fraction: `50\\%` vs `0.5` is
-  INCORRECT. Degrees are not converted to radians: `30^\\circ` vs `\\frac{\\pi}{6}` is INCORRECT.
+- Units are dropped: `30^\\circ` == `30`, `\\$5` == `5`, `5\\text{ cm}` == `5`, `10\\textbf{ weeks}` == `10`,
+  `10weeks` == `10` (a unit glued to its number only when it is a listed unit word: `4abc` stays a product), and
+  `50\\%` == `50` (the MATH convention for "what percent" questions). A percentage is NOT converted to a
+  fraction: `50\\%` vs `0.5` is INCORRECT. Degrees are not converted to radians: `30^\\circ` vs
+  `\\frac{\\pi}{6}` is INCORRECT; but inside a trigonometric function they are (`\\sin 30^\\circ` == `\\frac12`,
+  `\\sin(90^\\circ - x)` == `\\cos x`).
+- Thousands separators in any MATH spelling (`1,\\!000`, `1{,}000`, `1\\,000`, `1,\\! 000`) are never list commas.
+- `h:mm` and `h:mm:ss` are clock times when both sides are (`2:30` == `2:30:00`, `12:00` != `1:00`); otherwise
+  `a:b` is a ratio (`3:4` == `6:8`, `7:32` == `\\frac{7}{32}`). An undefined value (`\\frac10`) equals nothing.
+- A free `i` is the imaginary unit (`1+2i` == `i(2-i)`, `3i` == `\\sqrt{-9}`).
+- Inequalities compare as sets of reals: `x<1` == `-x>-1` == `2x<2` == `(-\\infty,1)`, `x^2\\ge1` ==
+  `(-\\infty,-1]\\cup[1,\\infty)`; a bounded function value is its range (`0<f(x)<1` == `(0,1)`).
+- A labelled value (a left side made of capital-letter names: `|AB|=1`, `\\frac{NO}{BO}=\\frac{1}{\\sqrt6}`,
+  `S_1:S_2=7:32`, `AB+BC=10`) compares as its right side; an equation in lower-case variables does not
+  (`x+y=5` vs `5` is INCORRECT).
+- Coordinates may be separated by `;` (`(1;2)` == `(1,2)`); answers joined by "or"/"and" in any spelling
+  (`2\\text{or}3`, `x=-1 \\vee x=5`) are a list; a gold answer's stray trailing backslash is ignored.
 - Exact answers are compared exactly: integers, fractions and radicals must be equal (`1234567` vs `1234568` is
   INCORRECT although they agree to 1e-6). The relative tolerance `rel_tol` (default 1e-6) applies only when one
   side is written as a decimal and the other side is a value without a finite decimal expansion (a repeating
   fraction or an irrational): `\\frac13` vs `0.3333333333` is CORRECT, `\\frac13` vs `0.333` is INCORRECT, and
   `\\sqrt2` vs `1.414214` is CORRECT. Two decimals must be equal (`0.5` == `0.50`, `0.33` != `0.333`).
-- Mixed numbers are read as sums (`2\\frac{1}{2}` == `\\frac52`).
+- Mixed numbers are read as sums (`2\\frac{1}{2}` == `\\frac52`, `1 1/2` == `1.5`; `3 4/2`, whose fraction is not
+  proper, is not a mixed number).
 - A bare list `1, 2` against a tuple `(1, 2)` compares in order; against a set it compares unordered.
 - The last box is the answer, as in the RASFT paper; an earlier box counts only when nothing but separators
   lies between it and the last one (`$x=\\boxed{2}$ or $x=\\boxed{3}$` answers `x=2, x=3`), so a corrected
@@ -149,7 +167,9 @@ class _Comparer:
 
     def _list(self, gold: Node, pred: Node) -> Outcome:
         if pred.kind in ("set", "list"):
-            return self.unordered(gold.items, pred.items, dedupe=pred.kind == "set")
+            # A list of tuples is a list of solutions: naming one twice is no error (`(1,2),(1,2),(3,4)`).
+            solutions = all(item.kind == "seq" for item in (*gold.items, *pred.items))
+            return self.unordered(gold.items, pred.items, dedupe=pred.kind == "set" or solutions)
         if pred.kind == "seq" and (pred.left, pred.right) == ("(", ")"):
             return self.unordered(gold.items, pred.items, dedupe=False)
         return _INCORRECT, "structure_mismatch"

@@ -291,6 +291,9 @@ _SPACING_RE = re.compile(
     r"|hfill|nonumber|limits)(?![a-zA-Z])|(?<!\\)\\[,;:>! ]|~"
 )
 _SYNONYMS = [
+    (re.compile(r"(?<!\\)<="), r"\\le "),  # ASCII relations: `x <= 1`, `x >= 5`, `x != 3`
+    (re.compile(r">="), r"\\ge "),
+    (re.compile(r"!="), r"\\ne "),
     (re.compile(r"\\[dtc]frac(?![a-zA-Z])"), r"\\frac"),
     (re.compile(r"\\[dt]binom(?![a-zA-Z])"), r"\\binom"),
     (re.compile(r"\\(?:leq|leqslant|leqq)(?![a-zA-Z])"), r"\\le "),
@@ -348,7 +351,7 @@ _GLUED_UNIT_RE = re.compile(
 _AND_OR_CMD_RE = re.compile(
     r"\s*(?:\\(?:text|mbox|textrm|mathrm|textit|textbf|textnormal)\s*\{\s*(?:and|or)\s*\}|\\(?:vee|lor)(?![a-zA-Z]))\s*"
 )
-_AND_OR_RE = re.compile(r"\s+(?:and|or)\s+|\s*,\s*(?:and|or)\s+")
+_AND_OR_RE = re.compile(r"\s+(?:and|or)\s+|\s*,\s*(?:and|or)\s+|(?<=[)\]])\s*(?:and|or)\s*(?=[(\[])")
 # A mixed number written with a slash (`1 1/2`, `2\ 3/4`): a whole part, a space, a proper fraction.
 _MIXED_SLASH_RE = re.compile(r"(?<![\w.}\\^_])(\d+)\s+(\d+)\s*/\s*(\d+)(?![\w.])")
 # Degrees inside a trigonometric function's argument are converted to radians (`\sin 30^\circ` = 1/2);
@@ -494,7 +497,7 @@ def normalize_answer(answer: str) -> str:
     text = _SIZING_RE.sub("", text)
     for pattern, repl in _SYNONYMS:
         text = pattern.sub(repl, text)
-    if _TRIG_RE.search(text):
+    if ("\\circ" in text or "\\degree" in text) and _TRIG_RE.search(text):
         text = _TRIG_DEGREE_RE.sub(r"\\frac{\1\\pi}{180}", text)
     text = _DEGREE_RE.sub("", text)
     text = _PERCENT_RE.sub("", text)
@@ -503,12 +506,15 @@ def normalize_answer(answer: str) -> str:
     for _ in range(2):
         text = _TRAILING_TEXT_UNIT_RE.sub("", text).rstrip()
         text = _TRAILING_WORD_UNIT_RE.sub("", text).rstrip()
-        text = _GLUED_UNIT_RE.sub("", text).rstrip()
+        if text[-1:].isalpha() or "^" in text:  # (a cheap test first: this runs on every rollout)
+            text = _GLUED_UNIT_RE.sub("", text).rstrip()
     text = _strip_trailing_words(text)
-    text = _AND_OR_CMD_RE.sub(", ", text)
+    if "or" in text or "and" in text or "\\vee" in text:
+        text = _AND_OR_CMD_RE.sub(", ", text)
     text = _unwrap_commands(text, _TEXT_CMD_RE)
     text = _AND_OR_RE.sub(", ", text)
-    text = _MIXED_SLASH_RE.sub(_mixed_slash, text)
+    if "/" in text:
+        text = _MIXED_SLASH_RE.sub(_mixed_slash, text)
     text = _brace_command_args(text, "\\frac", 2)
     text = _brace_command_args(text, "\\sqrt", 1)
     text = _SCRIPT_CHAR_RE.sub(r"\1{\2}", text)
@@ -808,7 +814,7 @@ def is_label(text: str) -> bool:
     `S_1:S_2`, `AB+BC`, `\\angle ABC`), i.e. only capital letters once commands, scripts and operators are gone.
     Lower-case variables are not labels: `x+y = 5` is an equation, not the value 5."""
     rest = _LABEL_SCRIPT_RE.sub("", _LABEL_COMMANDS_RE.sub("", text))
-    rest = re.sub(r"[\s{}()|:+\-*/]", "", rest)
+    rest = re.sub(r"[\s{}()|:+\-*/_^]", "", rest)
     return bool(rest) and rest.isascii() and rest.isalpha() and rest.isupper()
 
 
@@ -932,6 +938,8 @@ def parse_structure(text: str, depth: int = 0) -> Node:
     if len(union) > 1:
         return Node("union", items=tuple(parse_structure(part, depth + 1) for part in union))
     match = _MATRIX_RE.match(text)
+    if match is None and len(text) >= 2 and text[0] in "([" and text[-1] in ")]":
+        match = _MATRIX_RE.match(text[1:-1].strip())  # `(\\begin{pmatrix}...\\end{pmatrix})`, `\\left[\\begin{array}...]`
     if match:
         return _parse_matrix(match.group(2))
     if text.startswith("\\{") and text.endswith("\\}"):

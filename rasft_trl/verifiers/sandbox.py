@@ -43,6 +43,15 @@ without the kernel layers):
   folder is capped at `max_disk_mb` (its size is measured every 0.1 s and the program killed above it,
   `"disk_quota"`; a program can overshoot by what it writes in 0.1 s, each file counting at least 4 KiB);
   `RLIMIT_CORE` is 0. Opening `/proc/self/*` (the harness's memory and descriptors) is refused.
+- **Filesystem reads** (`confine_reads=True`, the default). The program can read only its temporary
+  directory, the interpreter's own files (every directory on the child's `sys.path`: the standard library,
+  `lib-dynload`, site-packages), the system's shared libraries and loader cache, time zones, `/dev/null`,
+  `/dev/zero`, `/dev/urandom` (`SYSTEM_READ_PATHS`) and the caller's `read_paths`. Where Landlock is
+  available, the kernel enforces this for every route (`openat` with a `dir_fd`, symlinks, C code, `ctypes`):
+  the files of other users of the machine, the trainer's checkpoints and datasets, credentials in `$HOME` or
+  `/tmp`, other sandbox runs' folders and `/proc` are unreadable (`PermissionError`). In every case the audit
+  hook also refuses `open`, `os.listdir` and `os.scandir` outside those places (`"sandbox_violation"`, even if
+  the program catches the error); `O_PATH` opens, which read nothing, are allowed.
 - **Environment and I/O.** A scrubbed environment (`PATH`, `HOME`/`TMPDIR` = the temporary directory,
   locale, one BLAS thread), stdin is `/dev/null`, stdout/stderr are captured up to
   `max_output_bytes` each (the rest is drained and dropped), and the only other inherited file
@@ -86,9 +95,15 @@ What is **not** covered:
   Landlock ABI >= 6, signals are only stopped by the hook.
 - A grandchild that calls `setsid()` leaves the process group and survives the group kill; it first
   needs a way around the process-creation guards (and, as non-root, `RLIMIT_NPROC`).
-- Reads are not restricted: the program can read every file the trainer's user can read and print it
-  into the captured output (which ends up in logs). Do not run training as a user that can read
-  secrets you care about.
+- Reads without Landlock (Linux < 5.13, Landlock not in the kernel's `lsm=` list, or a container whose
+  seccomp profile blocks its system calls; `details["isolation"]["landlock_reads"]` is then False): only the
+  audit hook confines reads, and a program that gets past the in-process guards (`ctypes` memory tricks, see
+  above) can read every file the trainer's user can read and print it into the captured output. No mount
+  namespace fallback is built. On such machines run the sandbox as a user that cannot read your secrets
+  (`user="nobody"` when training as root). With or without Landlock, metadata is not hidden: `os.stat`,
+  `os.path.exists` and `os.readlink` work on any path (names, sizes and times of files outside can be probed,
+  not their contents); and everything under the allowed directories is readable (a site-packages directory
+  holding a secret, or a `read_paths` entry that is too broad).
 - Without a network namespace and Landlock ABI >= 4, a packet sent through a route the audit hook
   does not see (e.g. via `ctypes` memory tricks) can leave. CPU and memory are limited per process,
   not per cgroup: bound the machine's load with `num_workers`.

@@ -574,6 +574,14 @@ CASES = [
     ("0<f(x)<1", "(0,1]", I),
     ("0 \\le \\theta < \\pi", "[0,\\pi)", C),
     ("0 \\le \\theta < \\pi", "[0,\\pi]", I),
+    ("x <= 1", "-x >= -1", C),  # ASCII relations
+    ("x <= 1", "x < 1", I),
+    ("x != 3", "x \\neq 3", C),
+    ("x >= 5", "x \\ge 6", I),
+    # ---- a matrix wrapped in brackets, or written as an array ----------------------------------------------------
+    ("(\\begin{pmatrix}\\frac{1}{3}\\\\ \\frac{1}{5} \\end{pmatrix})", "\\begin{pmatrix}\\frac13\\\\0.2 \\end{pmatrix}", C),
+    ("\\begin{pmatrix}1 & 2 \\\\3 & 4\\end{pmatrix}", "\\left[\\begin{array}{cc}1 & 2 \\\\3 & 4\\end{array}\\right]", C),
+    ("\\begin{pmatrix}1 & 2 \\\\3 & 4\\end{pmatrix}", "\\left[\\begin{array}{cc}1 & 2 \\\\3 & 5\\end{array}\\right]", I),
     # ---- labelled answers: a named quantity equal to a constant is that constant --------------------------------
     ("\\frac{1}{\\sqrt6}", "\\frac{NO}{BO}=\\frac{1}{\\sqrt6}", C),
     ("\\frac{NO}{BO}=\\frac{1}{\\sqrt6}", "\\frac{\\sqrt6}{6}", C),
@@ -585,6 +593,8 @@ CASES = [
     ("7:32", "S_1:S_2=7:32", C),
     ("S_1:S_2=7:32", "32:7", I),
     ("AB+BC=10", "10", C),
+    ("S_{MBCN}:S=7:32", "7:32", C),
+    ("S_{MBCN}:S=7:32", "32:7", I),
     ("5", "x+y=5", I),
     ("x+y=5", "5", I),
     # ---- units in bold or glued to the number ------------------------------------------------------------------
@@ -609,7 +619,11 @@ CASES = [
     ("\\{(1,2),(1,2),(2,1)\\}", "\\{(1,2),(2,1)\\}", C),
     ("\\{(1,2),(2,1)\\}", "(2,1),(1,2),(2,1)", C),
     ("(1,2),(2,1),(2,1)", "(2,1),(1,2),(2,1)", C),
-    ("(1,2),(2,1),(2,1)", "(2,1),(1,2),(1,2)", I),
+    ("(1,2),(2,1),(2,1)", "(2,1),(1,2),(1,2)", C),  # a list of solutions: naming one twice is no error
+    ("(37,3,3,13),(17,3,3,7),(3,37,3,13),(3,17,3,7),(3,3,2,3)",
+     "(3, 37, 3, 13), (3, 17, 3, 7), (3, 3, 2, 3), (3,17,3,7), (17,3,3,7), (37,3,3,13)", C),
+    ("(1,2),(3,4)", "(1,2),(1,2)", I),
+    ("1, 1, 2", "1, 2", I),  # plain values keep their multiplicity (double roots)
     ("\\{(\\sqrt2,1),(-\\sqrt2,1)\\}", "(-\\sqrt{2},1),(\\sqrt{2},1),(\\sqrt2,1)", C),
     ("\\{(\\sqrt2,1),(-\\sqrt2,1)\\}", "(\\sqrt{2},1)", I),
     # ---- `;` between a tuple's coordinates ---------------------------------------------------------------------
@@ -624,6 +638,8 @@ CASES = [
     ("-1, 5", "x=-1 \\vee x=5", C),
     ("2,3", "2\\text{or}4", I),
     ("2 \\text{ or } 3", "2", I),
+    ("(11,7)or(7,11)", "(7,11),\\ (11,7)", C),
+    ("(11,7)or(7,11)", "(7,11)", I),
     # ---- nested radicals: reordered terms and denestings sympy cannot simplify are checked numerically -----------
     ("\\frac{\\sqrt{5+\\sqrt{21}}+\\sqrt{7-\\sqrt{13}}}{3+\\sqrt{11-\\sqrt{7}}}",
      "\\frac{\\sqrt{7-\\sqrt{13}}+\\sqrt{5+\\sqrt{21}}}{\\sqrt{11-\\sqrt{7}}+3}", C),
