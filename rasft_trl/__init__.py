@@ -15,6 +15,8 @@ __version__ = "0.1.0.dev0"
 _LAZY = {
     "RASFTConfig": "rasft_trl.rasft_config",
     "RASFTTrainer": "rasft_trl.rasft_trainer",
+    "SRFTConfig": "rasft_trl.srft_config",
+    "SRFTTrainer": "rasft_trl.srft_trainer",
     "get_verifier": "rasft_trl.verifiers.base",
     "register_verifier": "rasft_trl.verifiers.base",
     "VerifyResult": "rasft_trl.verifiers.base",
@@ -25,6 +27,8 @@ __all__ = sorted(_LAZY) + ["__version__"]
 if TYPE_CHECKING:
     from .rasft_config import RASFTConfig
     from .rasft_trainer import RASFTTrainer
+    from .srft_config import SRFTConfig
+    from .srft_trainer import SRFTTrainer
     from .verifiers.base import VerifyResult, get_verifier, register_verifier
 
 

@@ -99,6 +99,8 @@ class RASFTTrainer(_BaseTrainer):
     }
     # The loss is divided by the token count of the whole optimizer step: transformers must not rescale it.
     loss_is_scaled_for_ga = True
+    # Whether the method routes problems through the expert-loss window (whose calibration a checkpoint carries).
+    _uses_window = True
 
     def __init__(
         self,
@@ -405,27 +407,9 @@ class RASFTTrainer(_BaseTrainer):
 
         Returns group id -> correct completions, -> solvability, -> number of verified-incorrect rollouts."""
         args, K = self.args, self.args.num_rollouts
-        if self.state.global_step - self._synced_step >= args.vllm_sync_steps:
-            self.generation_backend.sync_weights()
-            self._synced_step = self.state.global_step
         chosen = selected.nonzero().flatten().tolist()
-        start = time.perf_counter()
-        completions = self.generation_backend.generate([experts[i].prompt_ids for i in chosen], K)
-        self._counters["time/generation"] += time.perf_counter() - start
-        # (`batch_decode([])` returns `[""]`, not `[]`)
-        texts = self.processing_class.batch_decode(completions, skip_special_tokens=True) if completions else []
-        dropped = self._filter(texts, completions, K)
-        keep = [i for i, reason in enumerate(dropped) if reason is None]
-        rewards = [None] * len(completions)
-        per_func = torch.full((0, len(self.reward_funcs)), float("nan"))  # [kept, F]
-        if keep:
-            combined, per_func = self._verify([rows[chosen[i // K]] for i in keep], [texts[i] for i in keep],
-                                              [completions[i] for i in keep])
-            for i, reward in zip(keep, combined):
-                rewards[i] = reward
+        completions, rewards, truncated, passed = self._sample_and_verify(rows, experts, chosen, K)
         verified = [r is not None and r >= args.correct_threshold for r in rewards]
-        # A rollout that hit max_new_tokens without EOS is truncated: by default never a target, a failure in s(x).
-        truncated = [not ids or ids[-1] != self.eos_token_id for ids in completions]
         usable = [ok and not (args.mask_truncated_completions and cut) for ok, cut in zip(verified, truncated)]
         is_correct = torch.tensor(usable, dtype=torch.bool)
         is_correct = is_correct.view(len(chosen), K) if chosen else torch.zeros(0, K, dtype=torch.bool)
@@ -444,7 +428,7 @@ class RASFTTrainer(_BaseTrainer):
                     continue
                 kept.append(ids)
             correct[g] = kept
-        unjudged = sum(rewards[i] is None for i in keep)
+        unjudged = sum(ok and reward is None for ok, reward in zip(passed, rewards))
         stats = self._global_sum([len(chosen), len(completions), int(is_correct.sum()), unjudged, too_long,
                                   float(s.sum()), sum(truncated), sum(v and c for v, c in zip(verified, truncated))])
         self._metrics["rollouts/problems"].append(stats[0])
@@ -456,10 +440,38 @@ class RASFTTrainer(_BaseTrainer):
             self._metrics["pool/mean_solvability"].append(stats[5] / stats[0])
         self._counters["rollouts/unjudged"] += stats[3]
         self._counters["rollouts/correct_too_long"] += stats[4]
-        self._log_trl_rollout_metrics(per_func, [rewards[i] for i in keep], completions, truncated)
         for key, value in (("problems", stats[0]), ("drawn", stats[1]), ("correct", stats[2])):
             self._totals[key] += value
         return correct, solvabilities, wrong
+
+    def _sample_and_verify(
+        self, rows: list[dict], experts: list[Trajectory], chosen: list[int], K: int
+    ) -> tuple[list[list[int]], list[float | None], list[bool], list[bool]]:
+        """Sample `K` rollouts for each problem in `chosen` (in lockstep over processes), filter and verify them.
+
+        Shared by RASFT and SRFT. Rollout `j * K + k` belongs to `chosen[j]`. Returns the completions, their
+        combined rewards (None: filtered out or not judged), whether each is truncated (no EOS: hit
+        `max_new_tokens`), and whether each passed the filters. Logs GRPO's rollout metrics."""
+        if self.state.global_step - self._synced_step >= self.args.vllm_sync_steps:
+            self.generation_backend.sync_weights()
+            self._synced_step = self.state.global_step
+        start = time.perf_counter()
+        completions = self.generation_backend.generate([experts[i].prompt_ids for i in chosen], K)
+        self._counters["time/generation"] += time.perf_counter() - start
+        # (`batch_decode([])` returns `[""]`, not `[]`)
+        texts = self.processing_class.batch_decode(completions, skip_special_tokens=True) if completions else []
+        dropped = self._filter(texts, completions, K)
+        keep = [i for i, reason in enumerate(dropped) if reason is None]
+        rewards: list[float | None] = [None] * len(completions)
+        per_func = torch.full((0, len(self.reward_funcs)), float("nan"))  # [kept, F]
+        if keep:
+            combined, per_func = self._verify([rows[chosen[i // K]] for i in keep], [texts[i] for i in keep],
+                                              [completions[i] for i in keep])
+            for i, reward in zip(keep, combined):
+                rewards[i] = reward
+        truncated = [not ids or ids[-1] != self.eos_token_id for ids in completions]
+        self._log_trl_rollout_metrics(per_func, [rewards[i] for i in keep], completions, truncated)
+        return completions, rewards, truncated, [reason is None for reason in dropped]
 
     def _log_trl_rollout_metrics(self, per_func: torch.Tensor, combined: list[float | None],
                                  completions: list[list[int]], truncated: list[bool]) -> None:
@@ -683,12 +695,18 @@ class RASFTTrainer(_BaseTrainer):
             self._metrics["ratio/mean"].append(float(rho.clamp(*args.ratio_clip).mean()))
             self._metrics["ratio/clip_low_frac"].append(float(low))
             self._metrics["ratio/clip_high_frac"].append(float(high))
+        loss = self._finish_loss(loss, num_items_in_batch)
+        return (loss, None) if return_outputs else loss
+
+    def _finish_loss(self, loss: torch.Tensor, num_items_in_batch) -> torch.Tensor:
+        """Scale a micro-batch loss normalized by step-wide (all-process) counts for DDP's gradient averaging, and
+        note a non-finite value for `_get_grad_norm` (no host sync here)."""
         if num_items_in_batch is not None:
             # `num_items_in_batch` counts all processes while DDP averages gradients over them.
             loss = loss * self.accelerator.num_processes
-        bad = ~torch.isfinite(loss.detach())  # no host sync here; read once per step in `_get_grad_norm`
+        bad = ~torch.isfinite(loss.detach())
         self._nonfinite_loss = bad if self._nonfinite_loss is None else self._nonfinite_loss | bad
-        return (loss, None) if return_outputs else loss
+        return loss
 
     def _get_grad_norm(self, model, grad_norm=None):
         """The step's gradient norm, checked before the optimizer step (see `on_nonfinite`)."""
@@ -888,7 +906,7 @@ class RASFTTrainer(_BaseTrainer):
         """As `Trainer.train`; `resume_from_checkpoint=True` takes the last *complete* checkpoint in `output_dir`
         (a process killed while saving leaves a folder without `trainer_state.json`, which is skipped with a
         warning), and a checkpoint folder that is incomplete is an error naming what is missing."""
-        needs_state = self.args.use_rollouts
+        needs_state = self.args.use_rollouts and self._uses_window
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, needs_state)
             if resume_from_checkpoint is None:
@@ -957,7 +975,7 @@ class RASFTTrainer(_BaseTrainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        if not checkpoint or not self.args.use_rollouts:
+        if not checkpoint or not self.args.use_rollouts or not self._uses_window:
             return
         path = os.path.join(checkpoint, STATE_FILE)
         if not os.path.isfile(path):

@@ -1,0 +1,185 @@
+"""SRFTTrainer: Supervised Reinforcement Fine-Tuning on the same scaffolding as RASFT.
+
+One optimizer step: (1) draw `G` rollouts for every problem of the step through the shared generation backend and
+verify them with the shared reward functions (`RASFTTrainer._sample_and_verify`), (2) put each problem's
+demonstration into its rollout group and compute the group advantages (Eqs. 6, 7), (3) collate each problem's
+demonstration and its judged rollouts into the problem's micro-batch, with each row's role (demonstration, positive,
+negative) and the step's token count per role, so that every term is a token mean over the whole step. The loss
+(`compute_loss`) computes the policy entropy in the training forward and adds the four terms of `srft_losses`. The
+algebra lives in `srft_losses.py`; data handling, generation, verification, LoRA / QLoRA, vLLM, logging,
+checkpoints and resuming are RASFTTrainer's.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from . import srft_losses
+from .data import INDEX_COLUMN, Trajectory, collate_trajectories, truncate_completion
+from .rasft_trainer import RASFTTrainer
+from .srft_config import SRFTConfig
+
+
+logger = logging.getLogger(__name__)
+
+DEMO, POSITIVE, NEGATIVE = 0, 1, 2
+
+
+class SRFTTrainer(RASFTTrainer):
+    """Trainer for SRFT (Fu et al.): one stage of demonstrations and the policy's own rollouts, entropy-weighted.
+
+    Same arguments as [`RASFTTrainer`] with an [`SRFTConfig`]; `reward_funcs` / `verifier` default to `"math"`. The
+    dataset needs the prompt, the expert demonstration (`completion_column`) and the reward functions' columns. No
+    reference model is loaded: no SRFT term reads one.
+    """
+
+    _tag_names = ["trl", "srft"]
+    _name = "SRFT"
+    _paper = {
+        "title": "SRFT: A Single-Stage Method with Supervised and Reinforcement Fine-Tuning for Reasoning",
+        "id": "2506.19767",
+        "citation": (
+            "@article{fu2025srft,\n"
+            "    title        = {{SRFT: A Single-Stage Method with Supervised and Reinforcement Fine-Tuning for "
+            "Reasoning}},\n"
+            "    author       = {Yuqian Fu and Tinghong Chen and Jiajun Chai and Xihuai Wang and Songjun Tu and "
+            "Guojun Yin and Wei Lin and Qichao Zhang and Yuanheng Zhu and Dongbin Zhao},\n"
+            "    year         = 2025,\n"
+            "    journal      = {arXiv preprint arXiv:2506.19767}\n"
+            "}"
+        ),
+    }
+    _uses_window = False
+
+    def __init__(self, model, args: SRFTConfig | None = None, *pos, **kwargs):
+        if args is None:
+            args = SRFTConfig(f"{str(model).split('/')[-1]}-SRFT")
+        if not isinstance(args, SRFTConfig):
+            raise TypeError(f"SRFTTrainer needs an SRFTConfig, got {type(args).__name__}.")
+        super().__init__(model, args, *pos, **kwargs)
+
+    # ------------------------------------------------------------------ one optimizer step
+
+    def _build_step(self, raw_batches: list[list[dict]]) -> tuple[list[dict], torch.Tensor]:
+        args, G = self.args, self.args.num_rollouts
+        rows = [row for batch in raw_batches for row in batch]
+        micro_of = [i for i, batch in enumerate(raw_batches) for _ in batch]
+        demos = [
+            Trajectory(row["prompt_ids"], truncate_completion(row["prompt_ids"], row["completion_ids"],
+                                                              args.max_length),
+                       group_id=g, is_expert=True, example_index=row[INDEX_COLUMN])
+            for g, row in enumerate(rows)
+        ]
+        completions, rewards, truncated, _ = self._sample_and_verify(rows, demos, list(range(len(rows))), G)
+        # Eqs. 6, 7: the demonstration joins its rollout group; unjudged rollouts (NaN) stay out of the statistics.
+        group_rewards = torch.full((len(rows), G + 1), float("nan"))  # [P, G + 1], demonstration last
+        for i, reward in enumerate(rewards):
+            if reward is not None:
+                group_rewards[i // G, i % G] = float(reward)
+        group_rewards[:, G] = args.demo_reward
+        advantages = srft_losses.group_advantages(group_rewards, args.advantage_epsilon)  # [P, G + 1]
+
+        micro = [[] for _ in raw_batches]  # per micro-batch: (trajectory, role, advantage)
+        too_long = masked_truncated = 0
+        for g, demo in enumerate(demos):
+            micro[micro_of[g]].append((demo, DEMO, float(advantages[g, G])))
+            for k in range(G):
+                i = g * G + k
+                if rewards[i] is None:
+                    continue  # filtered out or not judged: neither positive nor negative
+                if args.mask_truncated_completions and truncated[i]:
+                    masked_truncated += 1
+                    continue
+                if len(demo.prompt_ids) + len(completions[i]) > args.max_length:
+                    too_long += 1
+                    continue
+                role = POSITIVE if rewards[i] >= args.correct_threshold else NEGATIVE
+                rollout = Trajectory(demo.prompt_ids, completions[i], group_id=g, is_expert=False)
+                micro[micro_of[g]].append((rollout, role, float(advantages[g, k])))
+
+        tokens = [0, 0, 0]  # demonstration, positive, negative tokens of this process
+        for entries in micro:
+            for trajectory, role, _ in entries:
+                tokens[role] += len(trajectory.completion_ids)
+        judged = [r for r in rewards if r is not None]
+        positives = sum(r >= args.correct_threshold for r in judged)
+        all_tokens = sum(len(t.prompt_ids) + len(t.completion_ids) for entries in micro for t, _, _ in entries)
+        totals = self._global_sum([*tokens, len(rows), len(completions), len(judged), positives, too_long,
+                                   masked_truncated, sum(truncated), float(advantages[:, G].sum()), all_tokens])
+        counts = torch.tensor(totals[:3], dtype=torch.float32)  # the step's tokens per role, all processes
+        batches = []
+        for entries in micro:
+            batch = collate_trajectories([t for t, _, _ in entries], self.processing_class.pad_token_id)
+            batch["srft_role"] = torch.tensor([role for _, role, _ in entries])
+            batch["srft_advantage"] = torch.tensor([adv for _, _, adv in entries], dtype=torch.float32)
+            batch["srft_counts"] = counts
+            batch["srft_micro_batches"] = torch.tensor(len(raw_batches))
+            batches.append(batch)
+        self._log_step_metrics(totals)
+        return batches, torch.tensor(sum(totals[:3]), device=self.accelerator.device)
+
+    def _log_step_metrics(self, totals: list[float]) -> None:
+        demo_tokens, pos_tokens, neg_tokens, problems, drawn, judged, positives, too_long = totals[:8]
+        masked_truncated, truncated, demo_advantage, all_tokens = totals[8:]
+        if self._num_tokens is None:  # a resumed run goes on from the checkpoint's count
+            self._num_tokens = next((h["num_tokens"] for h in reversed(self.state.log_history) if "num_tokens" in h),
+                                    0.0)
+        self._num_tokens += all_tokens
+        self._metrics["rollouts/problems"].append(problems)
+        self._metrics["rollouts/drawn"].append(drawn)
+        self._metrics["rollouts/truncated"].append(truncated)
+        if judged:
+            self._metrics["rollouts/accuracy"].append(positives / judged)
+        self._metrics["tokens/expert"].append(demo_tokens)
+        self._metrics["tokens/positive"].append(pos_tokens)
+        self._metrics["tokens/negative"].append(neg_tokens)
+        self._metrics["srft/demo_advantage"].append(demo_advantage / max(problems, 1))
+        self._counters["rollouts/unjudged"] += drawn - judged
+        self._counters["rollouts/too_long"] += too_long
+        self._counters["rollouts/truncated_masked"] += masked_truncated
+        self._totals["problems"] += problems
+        self._totals["drawn"] += drawn
+        self._totals["correct"] += positives
+        self._totals["targets"] += judged - too_long - masked_truncated
+
+    # ------------------------------------------------------------------ loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Eq. 13: `L1 + L2 + L3 + L4`, each a token mean over the step's tokens of its role."""
+        args = self.args
+        logps, hidden = self._logps_and_hidden(model, inputs)  # [B, T-1], [B, T, H]
+        mask = inputs["completion_mask"]  # [B, T-1]
+        role = inputs["srft_role"].to(mask.device)  # [B]
+        counts = inputs["srft_counts"].tolist()  # [3]
+        is_demo, is_pos, is_neg = ((role == r).unsqueeze(-1) for r in (DEMO, POSITIVE, NEGATIVE))  # [B, 1] each
+
+        entropy_rows = {"all": torch.ones_like(is_demo), "rollouts": ~is_demo, "demonstrations": is_demo}
+        entropy_mask = mask * entropy_rows[args.entropy_tokens]  # [B, T-1]
+        head = self._causal_lm(model).get_output_embeddings()
+        entropy = srft_losses.chunked_entropy(hidden[:, :-1], head.weight, entropy_mask, head.bias,
+                                              args.entropy_chunk_size)  # [B, T-1], no gradient
+        entropy_sum, entropy_count = self._global_sum([float(entropy.sum()), float(entropy_mask.sum())])
+        mean_entropy = entropy_sum / max(entropy_count, 1.0)
+        w_sft, w_rl = srft_losses.entropy_weights(mean_entropy, args.sft_weight_scale, args.rl_weight_scale,
+                                                  args.entropy_weight_sft, args.entropy_weight_rl)
+
+        terms = {
+            "demo_sft": srft_losses.demo_sft_term(logps, mask * is_demo, w_sft, counts[DEMO]),
+            "pos": srft_losses.positive_term(logps, mask * is_pos, w_rl, counts[POSITIVE]),
+            "neg": srft_losses.negative_term(logps, mask * is_neg, args.negative_weight, counts[NEGATIVE]),
+        }
+        if args.demo_rl:
+            advantages = inputs["srft_advantage"].to(logps.device)  # [B]
+            terms["demo_rl"] = srft_losses.demo_rl_term(logps, mask * is_demo, advantages, counts[DEMO])
+        loss = sum(terms.values())
+        # each micro-batch carries its share of the step's term: the mean share x micro-batches is the step's value
+        share = float(inputs["srft_micro_batches"])
+        for name, value in terms.items():
+            self._metrics[f"srft/loss_{name}"].append(float(value.detach()) * share)
+        self._metrics["srft/entropy"].append(mean_entropy)
+        self._metrics["srft/w_sft"].append(w_sft)
+        self._metrics["srft/w_rl"].append(w_rl)
+        loss = self._finish_loss(loss, num_items_in_batch)
+        return (loss, None) if return_outputs else loss
