@@ -1,6 +1,6 @@
 """`rasft-trl` console entry.
 
-- `rasft-trl train [--method rasft|sft] [--accelerate_config NAME] --config RECIPE [flags]` re-launches
+- `rasft-trl train [--method rasft|sft|srft|grpo] [--accelerate_config NAME] --config RECIPE [flags]` re-launches
   `python -m rasft_trl.scripts.<method>` through `accelerate launch`, so a recipe runs the same way on one CPU, one
   GPU or many. NAME is a file or a shipped accelerate config (`cpu`, `ddp`, `zero2`, `zero3`, `fsdp`); RECIPE is a
   file or a shipped recipe (`Qwen2.5-Math-1.5B/rasft/config_numina.yaml`, see `rasft-trl recipes`).
@@ -24,7 +24,7 @@ from pathlib import Path
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 ACCELERATE_CONFIGS = RECIPES / "accelerate_configs"
-METHODS = ("rasft", "sft")
+METHODS = ("rasft", "sft", "srft", "grpo")
 
 
 def resolve_accelerate_config(value: str) -> str:
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="accelerate config: a file, or a shipped one (cpu, ddp, zero2, zero3, fsdp)")
     train.add_argument("--num_processes", type=int, default=None, help="processes (GPUs) to launch")
     train.add_argument("--method", choices=METHODS, default="rasft",
-                       help="rasft (RASFT and its ablations) or sft (SFT, SFT+KL, DFT, ASFT, ProFiT via loss_type)")
+                       help="rasft (RASFT and its ablations), sft (SFT, SFT+KL, DFT, ASFT, ProFiT via loss_type), "
+                            "srft (SRFT) or grpo (TRL's GRPOTrainer with the verifier as reward)")
     train.add_argument("-h", "--help", action="store_true", help="show the launcher's and the script's flags")
     sub.add_parser("demo", help="the CPU demo (rasft-trl demo --help)", add_help=False)
     sub.add_parser("eval", help="evaluate a model on the paper's benchmarks (rasft-trl eval --help)", add_help=False)

@@ -28,12 +28,17 @@ def train_one_step(recipe, tmp_path, model_dir, extra=()):
     swap = [
         "--model_name_or_path", model_dir, "--dtype", "float32", "--attn_implementation", "eager",
         "--dataset_name", "builtin:arithmetic", "--max_train_samples", "4", "--prompt_column", "prompt",
-        "--completion_column", "completion", "--answer_column", "answer", "--verifier", "math",
+        "--answer_column", "answer", "--verifier", "math",
         "--output_dir", str(tmp_path), "--max_steps", "1", "--per_device_train_batch_size", "2",
         "--gradient_accumulation_steps", "1", "--bf16", "false", "--gradient_checkpointing", "false",
-        "--use_cpu", "true", "--max_new_tokens", "8", "--max_length", "256", "--calibration_sample_size", "4",
-        "--save_strategy", "no", "--logging_steps", "1", *extra,
+        "--use_cpu", "true", "--save_strategy", "no", "--logging_steps", "1",
     ]
+    if script_name(recipe) == "grpo":  # TRL's GRPOConfig: completions per step must fill whole groups
+        swap += ["--max_completion_length", "8", "--num_generations", "2"]
+    else:
+        swap += ["--completion_column", "completion", "--max_new_tokens", "8", "--max_length", "256",
+                 "--calibration_sample_size", "4"]
+    swap += list(extra)
     module, (script_args, training_args, model_args) = parse(recipe, swap)
     script_args.system_prompt = script_args.prompt_template = None
     trainer = module.main(script_args, training_args, model_args)
@@ -42,15 +47,20 @@ def train_one_step(recipe, tmp_path, model_dir, extra=()):
     return trainer
 
 
+def script_name(path):
+    return re.search(r"-m rasft_trl\.scripts\.(\w+)", launch_line(path)).group(1)
+
+
 def launch_line(path):
     with open(path) as f:
         return f.readline()
 
 
 def parse(path, extra=()):
-    from rasft_trl.scripts import rasft, sft
+    from rasft_trl.scripts import grpo, rasft, sft, srft
 
-    module = {"rasft": rasft, "sft": sft}[re.search(r"-m rasft_trl\.scripts\.(\w+)", launch_line(path)).group(1)]
+    modules = {"rasft": rasft, "sft": sft, "srft": srft, "grpo": grpo}
+    module = modules[re.search(r"-m rasft_trl\.scripts\.(\w+)", launch_line(path)).group(1)]
     return module, module.make_parser().parse_args_and_config(["--config", path, *extra])
 
 
@@ -62,6 +72,11 @@ def test_there_are_recipes_for_every_paper_model_and_method():
         assert f"{model}/rasft/config_kodcode.yaml" in names
     for method in ["sft", "sft_kl", "dft", "asft", "profit"]:
         assert f"Qwen2.5-Math-1.5B/{method}/config_numina.yaml" in names
+    # GRPO, the RL baseline, for every paper run; SRFT as in its paper, with its two ablations (Table 3)
+    for model, data in PAPER_RUNS:
+        assert f"{model}/grpo/config_{data}.yaml" in names
+    for variant in ("", "_no_w_sft", "_no_w_rl"):
+        assert f"Qwen2.5-Math-7B/srft/config_openr1{variant}.yaml" in names
     # every paper model: vLLM colocated and as a server, LoRA and QLoRA for a single GPU, each with a memory estimate
     for model, data in PAPER_RUNS:
         for variant in ("vllm", "vllm_server", "lora", "qlora"):

@@ -24,18 +24,17 @@ BUILTIN_PREFIX = "builtin:"
 
 
 @dataclass
-class RASFTScriptArguments(ScriptArguments):
-    """Script arguments of `rasft_trl.scripts.rasft` (on top of TRL's `ScriptArguments`).
+class DataScriptArguments(ScriptArguments):
+    """Data arguments shared by the recipe scripts (on top of TRL's `ScriptArguments`).
 
     Args:
         data_files: local data files for `dataset_name: json` / `parquet` / `csv` (comma-separated).
         verifier: registered verifier name (`math`, `code`).
         max_train_samples: keep only the first N training rows (smoke runs).
-        answer_column: column with the gold answer, copied to `answer` for the math verifier.
+        answer_column: column with the gold answer, copied to `answer` for the math verifier (a dotted name reaches
+            into a struct column: `reward_model.ground_truth`).
         prompt_template: format string for plain-string prompts (`{prompt}` placeholder), applied first.
         system_prompt: turns plain-string prompts into `[system, user]` chat messages.
-        trust_remote_code: allow a model / tokenizer with custom code from the Hub (TRL 1.16's `ModelConfig` no
-            longer has this field).
     """
 
     data_files: str | None = field(default=None, metadata={"help": "Local data files (comma-separated)."})
@@ -44,7 +43,7 @@ class RASFTScriptArguments(ScriptArguments):
     answer_column: str = field(
         default="answer",
         metadata={"help": "Column holding the gold answer; copied to `answer` (NuminaMath: `solution`, whose last "
-                  "\\boxed{} is the gold)."},
+                  "\\boxed{} is the gold; a dotted name reaches into a struct column)."},
     )
     prompt_template: str | None = field(
         default=None,
@@ -55,13 +54,24 @@ class RASFTScriptArguments(ScriptArguments):
         default=None,
         metadata={"help": "If set and prompts are plain strings, prompts become [system, user] chat messages."},
     )
+
+
+@dataclass
+class RASFTScriptArguments(DataScriptArguments):
+    """Script arguments of `rasft_trl.scripts.rasft` (and of the SFT-variant and SRFT scripts).
+
+    Args:
+        trust_remote_code: allow a model / tokenizer with custom code from the Hub (TRL 1.16's `ModelConfig` no
+            longer has this field).
+    """
+
     trust_remote_code: bool = field(
         default=False,
         metadata={"help": "Allow a model and tokenizer with custom code from the Hub (runs that code locally)."},
     )
 
 
-def load_train_dataset(script_args: RASFTScriptArguments, seed: int, prompt_column: str = "prompt"):
+def load_train_dataset(script_args: DataScriptArguments, seed: int, prompt_column: str = "prompt"):
     """The training split: a built-in generated dataset (`builtin:arithmetic`) or `datasets.load_dataset`."""
     name = script_args.dataset_name
     if name is None:
@@ -84,10 +94,22 @@ def load_train_dataset(script_args: RASFTScriptArguments, seed: int, prompt_colu
     return to_rasft_format(dataset, script_args, prompt_column)
 
 
-def to_rasft_format(dataset, script_args: RASFTScriptArguments, prompt_column: str = "prompt"):
+def column_value(row: dict, column: str):
+    """`row[column]`, where a dotted name reaches into a struct column (`reward_model.ground_truth`)."""
+    if column in row or "." not in column:
+        return row[column]
+    value = row
+    for part in column.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(f"answer_column {column!r}: no {part!r} in the row (columns: {sorted(row)}).")
+        value = value[part]
+    return value
+
+
+def to_rasft_format(dataset, script_args: DataScriptArguments, prompt_column: str = "prompt"):
     """Copy the gold column to `answer` and wrap plain prompts in chat messages when a system prompt is set."""
     if script_args.answer_column != "answer" and script_args.verifier == "math":
-        dataset = dataset.map(lambda row: {"answer": row[script_args.answer_column]})
+        dataset = dataset.map(lambda row: {"answer": column_value(row, script_args.answer_column)})
     template, system = script_args.prompt_template, script_args.system_prompt
     if template is not None or system is not None:
         dataset = dataset.map(
@@ -108,24 +130,10 @@ def resolve_model_path(name: str) -> str:
 
 def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_args: ModelConfig, trainer_cls=None):
     """Load model, tokenizer and data as the recipe says, train, save. `trainer_cls` defaults to RASFTTrainer."""
-    from transformers import AutoTokenizer
-
     if trainer_cls is None:
         from ..rasft_trainer import RASFTTrainer as trainer_cls
 
-    model_path = resolve_model_path(model_args.model_name_or_path)
-    init_kwargs = dict(training_args.model_init_kwargs or {})
-    init_kwargs.setdefault("revision", model_args.model_revision)
-    init_kwargs.setdefault("attn_implementation", model_args.attn_implementation)
-    init_kwargs.setdefault("dtype", model_args.dtype)
-    init_kwargs.setdefault("trust_remote_code", script_args.trust_remote_code or None)
-    quantization_config = get_quantization_config(model_args)
-    if quantization_config is not None:
-        init_kwargs["quantization_config"] = quantization_config
-    training_args.model_init_kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision,
-                                              trust_remote_code=script_args.trust_remote_code)
+    model_path, tokenizer = prepare_model_settings(script_args, training_args, model_args)
     trainer = trainer_cls(
         model=model_path,
         args=training_args,
@@ -142,6 +150,28 @@ def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_ar
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     logger.info(f"Model saved to {training_args.output_dir}")
     return trainer
+
+
+def prepare_model_settings(script_args, training_args, model_args):
+    """The model's path and tokenizer, with the recipe's loading options (revision, attention, dtype, remote code,
+    4-bit quantization) merged into `training_args.model_init_kwargs`. Shared by the RASFT, SRFT and GRPO scripts."""
+    from transformers import AutoTokenizer
+
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    init_kwargs = dict(training_args.model_init_kwargs or {})
+    init_kwargs.setdefault("revision", model_args.model_revision)
+    init_kwargs.setdefault("attn_implementation", model_args.attn_implementation)
+    init_kwargs.setdefault("dtype", model_args.dtype)
+    trust_remote_code = bool(getattr(script_args, "trust_remote_code", False)
+                             or getattr(training_args, "trust_remote_code", False))
+    init_kwargs.setdefault("trust_remote_code", trust_remote_code or None)
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
+        init_kwargs["quantization_config"] = quantization_config
+    training_args.model_init_kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision,
+                                              trust_remote_code=trust_remote_code)
+    return model_path, tokenizer
 
 
 def resume_argument(value: str | bool | None) -> str | bool | None:

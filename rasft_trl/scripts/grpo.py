@@ -1,0 +1,70 @@
+"""Train the GRPO baseline from a recipe: TRL's `GRPOTrainer` with the project's verifier as its reward function.
+
+    accelerate launch --config_file recipes/accelerate_configs/zero2.yaml -m rasft_trl.scripts.grpo \
+        --config recipes/Qwen2.5-Math-1.5B/grpo/config_numina.yaml
+
+Data loading, prompts and model options are those of `rasft_trl.scripts.rasft`; the training keys are TRL's
+`GRPOConfig` (`num_generations`, `max_completion_length`, `beta`, `loss_type`, ...). The verifier named by `verifier`
+(`math`, `code`) is the reward: 1.0 for a verified answer, 0.0 otherwise, `None` (ignored by TRL) when a row cannot
+be judged, so GRPO's reward and the evaluation's accuracy are the same function.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig, ModelConfig, TrlParser
+from trl.trainer.utils import get_peft_config
+
+from .rasft import DataScriptArguments, load_train_dataset, prepare_model_settings, resume_argument
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GRPOScriptArguments(DataScriptArguments):
+    """Script arguments of `rasft_trl.scripts.grpo`: the data arguments of the RASFT script, plus the prompt column
+    (`GRPOConfig` has none; `GRPOTrainer` reads `prompt`). `trust_remote_code` is `GRPOConfig`'s own field.
+
+    Args:
+        prompt_column: dataset column with the prompt, renamed to `prompt`.
+    """
+
+    prompt_column: str = field(default="prompt", metadata={"help": "Dataset column with the prompt (renamed to "
+                                                                     "`prompt` for GRPOTrainer)."})
+
+
+def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelConfig):
+    """Load model, tokenizer and data as the recipe says, train GRPO with the verifier as reward, save."""
+    from trl import GRPOTrainer
+
+    from ..verifiers import get_verifier
+
+    model_path, tokenizer = prepare_model_settings(script_args, training_args, model_args)
+    dataset = load_train_dataset(script_args, training_args.seed, script_args.prompt_column)
+    if script_args.prompt_column != "prompt":
+        dataset = dataset.rename_column(script_args.prompt_column, "prompt")
+    trainer = GRPOTrainer(
+        model=model_path,
+        reward_funcs=[get_verifier(script_args.verifier)],
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
+    trainer.save_model(training_args.output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    logger.info(f"Model saved to {training_args.output_dir}")
+    return trainer
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig))
+
+
+if __name__ == "__main__":
+    main(*make_parser().parse_args_and_config())
