@@ -269,3 +269,19 @@ def test_srft_trains_the_demo_model_with_the_math_verifier(tmp_path):
     assert trainer.state.global_step == 2 and all(math.isfinite(h["loss"]) for h in logs)
     assert all(h["rollouts/drawn"] == 4 and h["tokens/expert"] > 0 for h in logs)  # 2 problems x G=2 a step
     assert 0 < logs[0]["srft/entropy"] < math.log(trainer.model.config.vocab_size)
+
+
+def test_every_srft_log_key_is_documented(tmp_path, tiny_model_dir):
+    import os
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    doc = open(os.path.join(root, "docs", "metrics.md")).read()
+    documented = set(re.findall(r"`([a-z_/<>.]+)`", doc))
+    trainer = SRFTTrainer(tiny_model_dir, args=srft_config(tmp_path, max_steps=1, mask_truncated_completions=True),
+                          train_dataset=Dataset.from_dict(math_rows(4)), reward_funcs=sum_parity)
+    trainer.train()
+    keys = {key for entry in trainer.state.log_history for key in entry}
+    generic = {re.sub(r"^rewards/[^/]+/", "rewards/<name>/", key) for key in keys}
+    missing = sorted(key for key in generic if key not in documented and key not in doc)
+    assert not missing, missing
