@@ -285,3 +285,27 @@ def test_every_srft_log_key_is_documented(tmp_path, tiny_model_dir):
     generic = {re.sub(r"^rewards/[^/]+/", "rewards/<name>/", key) for key in keys}
     missing = sorted(key for key in generic if key not in documented and key not in doc)
     assert not missing, missing
+
+
+def test_srft_trains_a_4bit_model_with_qlora(tmp_path, tiny_wide_model_dir):
+    """QLoRA through bitsandbytes on the CPU: the 4-bit base stays frozen, only the adapter trains, the entropy is
+    computed from the (unquantized) LM head."""
+    bitsandbytes = pytest.importorskip("bitsandbytes")  # in the dev extra: CI runs this test
+    from peft import LoraConfig
+
+    quantization = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "float32"}
+    args = srft_config(tmp_path, max_steps=2, model_init_kwargs={"quantization_config": quantization,
+                                                                 "dtype": "float32"})
+    trainer = SRFTTrainer(tiny_wide_model_dir, args=args, train_dataset=Dataset.from_dict(math_rows(8)),
+                          reward_funcs=sum_parity,
+                          peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    assert any(isinstance(m, bitsandbytes.nn.Linear4bit) for m in trainer.model.modules())
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    trainer.train()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    optimized = {names[id(p)] for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimized and all("lora_" in n for n in optimized)
+    params = dict(trainer.model.named_parameters())
+    assert all(not torch.equal(before[n], params[n].detach()) for n in before)
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["loss"]) and h["srft/entropy"] > 0 for h in logs)

@@ -295,6 +295,36 @@ def test_rasft_training_with_colocated_vllm_on_the_demo_model(tmp_path):
     assert len(changed) == len(before)
 
 
+def test_srft_training_with_colocated_vllm(tmp_path, vllm_model_dir):
+    """SRFT samples its G rollouts per problem through the same colocated vLLM backend as RASFT, synced after each
+    optimizer step, and trains on demonstrations, positives and negatives."""
+    from rasft_trl import SRFTConfig, SRFTTrainer
+
+    args = SRFTConfig(
+        output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=1,
+        learning_rate=5e-2, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, num_rollouts=3,
+        max_new_tokens=6, max_length=128, seed=0, use_vllm=True, vllm_enforce_eager=True, vllm_dtype="float32",
+        vllm_max_model_length=256,
+    )
+    trainer = SRFTTrainer(vllm_model_dir, args, Dataset.from_dict(math_rows(8)),
+                          reward_funcs=PatternVerifier([1.0, 0.0, 0.0]))
+    backend = trainer.generation_backend
+    syncs = []
+    sync = backend.sync_weights
+    backend.sync_weights = lambda: (syncs.append(trainer.state.global_step), sync())[1]
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+    trainer.train()
+
+    assert syncs == [1]
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(h["rollouts/drawn"] == 3 * h["rollouts/problems"] == 6 for h in logs)
+    assert all(h["tokens/positive"] > 0 and h["tokens/negative"] > 0 and h["tokens/expert"] > 0 for h in logs)
+    assert trainer.ref_model is None
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p)]
+    assert len(changed) == len(before)
+
+
 # ---------------------------------------------------------------------------------------------------- server
 
 
