@@ -271,6 +271,14 @@ def test_lora_adapter_only_sync(tmp_path, vllm_model_dir):
         RASFTVLLMGeneration._choose_lora_sync("adapter", trainer.model, "server")
 
 
+def record_syncs(trainer) -> list[int]:
+    """The optimizer steps at which the trainer pushes its weights to the engine (filled during training)."""
+    backend, syncs = trainer.generation_backend, []
+    sync = backend.sync_weights
+    backend.sync_weights = lambda: (syncs.append(trainer.state.global_step), sync())[1]
+    return syncs
+
+
 def test_rasft_training_with_colocated_vllm_on_the_demo_model(tmp_path):
     """Two optimizer steps of RASFT on SmolLM2-135M-Instruct with colocated vLLM rollouts, synced once in between."""
     from rasft_trl.demo.model import demo_model_path
@@ -278,10 +286,7 @@ def test_rasft_training_with_colocated_vllm_on_the_demo_model(tmp_path):
     model_dir = demo_model_path()
     trainer = make_trainer(model_dir, tmp_path, learning_rate=1e-5, num_rollouts=2, max_new_tokens=16,
                            max_length=256, vllm_max_model_length=512)
-    backend = trainer.generation_backend
-    syncs = []
-    sync = backend.sync_weights
-    backend.sync_weights = lambda: (syncs.append(trainer.state.global_step), sync())[1]
+    syncs = record_syncs(trainer)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
 
     trainer.train()
@@ -308,10 +313,7 @@ def test_srft_training_with_colocated_vllm(tmp_path, vllm_model_dir):
     )
     trainer = SRFTTrainer(vllm_model_dir, args, Dataset.from_dict(math_rows(8)),
                           reward_funcs=PatternVerifier([1.0, 0.0, 0.0]))
-    backend = trainer.generation_backend
-    syncs = []
-    sync = backend.sync_weights
-    backend.sync_weights = lambda: (syncs.append(trainer.state.global_step), sync())[1]
+    syncs = record_syncs(trainer)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
 
     trainer.train()
