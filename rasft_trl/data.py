@@ -25,8 +25,8 @@ def validate_columns(
     missing = [name for name in required if name not in column_names]
     if missing:
         raise ValueError(
-            f"The training dataset is missing the column(s) {missing}; it has {sorted(column_names)}. A RASFT dataset "
-            "needs a prompt, an expert completion and the column the verifier reads."
+            f"The training dataset is missing the column(s) {missing}; it has {sorted(column_names)}. RASFT and "
+            "SRFT need a prompt, an expert completion (the demonstration) and the column the verifier reads."
         )
 
 

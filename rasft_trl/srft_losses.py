@@ -111,12 +111,19 @@ def _normalizer(mask: torch.Tensor, num_tokens: float | torch.Tensor | None) -> 
     return max(float(num_tokens), 1.0)
 
 
+def _weighted_nll(
+    per_token_logps: torch.Tensor, mask: torch.Tensor, weight: float, num_tokens: float | None
+) -> torch.Tensor:
+    """`weight * sum_t(-log p_t) / n` over the masked tokens. `per_token_logps`, `mask`: [N, T] -> scalar."""
+    mask = mask.to(per_token_logps.dtype)
+    return weight * -masked_sum(per_token_logps, mask).sum() / _normalizer(mask, num_tokens)
+
+
 def demo_sft_term(
     per_token_logps: torch.Tensor, mask: torch.Tensor, w_sft: float, num_tokens: float | None = None
 ) -> torch.Tensor:
     """Eq. 8: `w_SFT * sum_t(-log pi(y_t)) / n` over the demonstration tokens. `per_token_logps`, `mask`: [N, T]."""
-    mask = mask.to(per_token_logps.dtype)
-    return w_sft * -masked_sum(per_token_logps, mask).sum() / _normalizer(mask, num_tokens)
+    return _weighted_nll(per_token_logps, mask, w_sft, num_tokens)
 
 
 def demo_rl_term(
@@ -140,8 +147,7 @@ def positive_term(
     per_token_logps: torch.Tensor, mask: torch.Tensor, w_rl: float, num_tokens: float | None = None
 ) -> torch.Tensor:
     """Eq. 12, first part: `w_RL * sum_t(-log pi(y+_t)) / n` over the tokens of correct rollouts."""
-    mask = mask.to(per_token_logps.dtype)
-    return w_rl * -masked_sum(per_token_logps, mask).sum() / _normalizer(mask, num_tokens)
+    return _weighted_nll(per_token_logps, mask, w_rl, num_tokens)
 
 
 def negative_term(

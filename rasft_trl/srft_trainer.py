@@ -12,17 +12,12 @@ checkpoints and resuming are RASFTTrainer's.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from . import srft_losses
 from .data import INDEX_COLUMN, Trajectory, collate_trajectories, truncate_completion
 from .rasft_trainer import RASFTTrainer
 from .srft_config import SRFTConfig
-
-
-logger = logging.getLogger(__name__)
 
 DEMO, POSITIVE, NEGATIVE = 0, 1, 2
 

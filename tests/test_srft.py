@@ -157,7 +157,7 @@ def test_config_turns_off_what_srft_does_not_use_and_checks_its_fields(tmp_path)
         SRFTTrainer("unused", args=RASFTConfig(output_dir=str(tmp_path), use_cpu=True), train_dataset=None)
 
 
-def independent_loss(model, batch, args) -> float:
+def independent_loss(model, batch) -> float:
     """Eq. 13 recomputed from the model's full logits, without `srft_losses`."""
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
@@ -195,7 +195,7 @@ def test_trainer_loss_is_eq_13_recomputed_independently(tmp_path, tiny_model_dir
     assert batch["srft_counts"].tolist() == [float((batch["completion_mask"][batch["srft_role"] == r]).sum())
                                               for r in (DEMO, POSITIVE, NEGATIVE)]
     loss = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_items)
-    assert loss.item() == pytest.approx(independent_loss(trainer.model, batch, trainer.args), rel=1e-4, abs=1e-6)
+    assert loss.item() == pytest.approx(independent_loss(trainer.model, batch), rel=1e-4, abs=1e-6)
     # advantages are z-scores over groups holding the (correct) demonstration: a demonstration is never below its
     # group's mean, a correct rollout never below, an incorrect one never above
     for advantage, role in zip(batch["srft_advantage"].tolist(), roles):

@@ -453,7 +453,7 @@ def _sympy_compare_equations(gold: Node, pred: Node, rel_tol: float, details: di
     return _INCORRECT, "equation_unequal"
 
 
-def _real_set(node: Node, details: dict) -> tuple[Any, Any] | None:
+def _real_set(node: Node) -> tuple[Any, Any] | None:
     """(set of reals, its variable or None) described by an inequality, an interval or a union of them."""
     import sympy
 
@@ -470,7 +470,7 @@ def _real_set(node: Node, details: dict) -> tuple[Any, Any] | None:
             return None
         return sympy.Interval(low, high, node.left == "(", node.right == ")"), None
     if node.kind == "union":
-        parts = [_real_set(item, details) for item in node.items]
+        parts = [_real_set(item) for item in node.items]
         if any(part is None for part in parts):
             return None
         return sympy.Union(*(part[0] for part in parts)), None
@@ -482,7 +482,7 @@ def _sympy_compare_sets(gold: Node, pred: Node, rel_tol: float, details: dict) -
     import sympy
 
     try:
-        gold_set, pred_set = _real_set(gold, details), _real_set(pred, details)
+        gold_set, pred_set = _real_set(gold), _real_set(pred)
     except Exception as exc:  # latex2sympy / as_set on odd input
         details["sympy_error"] = _safe_str(f"{type(exc).__name__}: {exc}")
         gold_set = pred_set = None
