@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--accelerate_config", default=os.environ.get("ACCELERATE_CONFIG"),
                        help="accelerate config: a file, or a shipped one (cpu, ddp, zero2, zero3, fsdp)")
     train.add_argument("--num_processes", type=int, default=None, help="processes (GPUs) to launch")
+    train.add_argument("--main_process_port", type=int, default=None,
+                       help="port of the process group (two runs on one machine need two ports)")
     train.add_argument("--method", choices=METHODS, default="rasft",
                        help="rasft (RASFT and its ablations), sft (SFT, SFT+KL, DFT, ASFT, ProFiT via loss_type), "
                             "srft (SRFT) or grpo (TRL's GRPOTrainer with the verifier as reward)")
@@ -139,12 +141,69 @@ def main(argv: list[str] | None = None) -> int:
         elif item.startswith("--config="):
             rest[i] = "--config=" + resolve_recipe(item.split("=", 1)[1])
     command = [sys.executable, "-m", "accelerate.commands.launch"]
+    env = dict(os.environ)
     if args.accelerate_config:
-        command += ["--config_file", resolve_accelerate_config(args.accelerate_config)]
+        config_file = resolve_accelerate_config(args.accelerate_config)
+        command += ["--config_file", config_file]
+        flags, env_updates, note = cpu_launch_settings(config_file, gpu_available())
+        command += flags
+        env.update({k: v for k, v in env_updates.items() if k not in os.environ})
+        if note:
+            print(f"rasft-trl: {note}", file=sys.stderr)
     if args.num_processes:
         command += ["--num_processes", str(args.num_processes)]
+    if args.main_process_port:
+        command += ["--main_process_port", str(args.main_process_port)]
     command += ["-m", f"rasft_trl.scripts.{args.method}", *rest]
-    return subprocess.call(command)
+    return subprocess.call(command, env=env)
+
+
+def gpu_available() -> bool:
+    """Whether torch sees a CUDA device (as accelerate and DeepSpeed will)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def cpu_launch_settings(config_file: str, has_gpu: bool) -> tuple[list[str], dict[str, str], str | None]:
+    """How a GPU accelerate config runs when no GPU is visible: extra `accelerate launch` flags, environment
+    variables (set only where the user has not set them) and a one-line note. With a GPU: nothing changes. A DeepSpeed
+    config without DeepSpeed installed stops here, naming the extra (GPU or not).
+
+    - DeepSpeed (`zero2`, `zero3`): DeepSpeed's CPU accelerator (`DS_ACCELERATOR=cpu`, gloo). Without DeepSpeed
+      installed this fails at once, naming the extra.
+    - FSDP (`fsdp`): torch's FSDP2 over gloo (the trainer keeps accelerate's FSDP plugin, see
+      `rasft_trl.distributed.enable_cpu_fsdp`).
+    - Data parallel (`ddp`): `ACCELERATE_USE_CPU=true` (accelerate's `--cpu` would start one process), so the
+      processes form one gloo group instead of training separately.
+    Each runs in fp32 (`--mixed_precision no`): bf16 autocast on CPU is slow and the recipes' `bf16` flag is the
+    trainer's to set."""
+    import yaml
+
+    with open(config_file) as f:
+        config = yaml.safe_load(f) or {}
+    kind = str(config.get("distributed_type", "NO"))
+    if kind == "DEEPSPEED":
+        from importlib.util import find_spec
+
+        if find_spec("deepspeed") is None:
+            raise SystemExit("rasft-trl: this accelerate config uses DeepSpeed, which is not installed: "
+                             "pip install 'rasft-trl[deepspeed]'")
+    if has_gpu:
+        return [], {}, None
+    if kind == "DEEPSPEED":
+        stage = (config.get("deepspeed_config") or {}).get("zero_stage")
+        return (["--mixed_precision", "no"], {"DS_ACCELERATOR": "cpu"},
+                f"no GPU visible: DeepSpeed ZeRO-{stage} on CPU processes (DS_ACCELERATOR=cpu, gloo, fp32).")
+    if kind == "FSDP":
+        version = (config.get("fsdp_config") or {}).get("fsdp_version", 1)
+        if int(version) != 2:
+            raise SystemExit("rasft-trl: FSDP on CPU processes needs FSDP2 (fsdp_version: 2 in the accelerate config).")
+        return ["--mixed_precision", "no"], {}, "no GPU visible: FSDP2 on CPU processes (gloo, fp32)."
+    if kind == "MULTI_GPU":
+        return (["--mixed_precision", "no"], {"ACCELERATE_USE_CPU": "true"},
+                "no GPU visible: data parallel on CPU processes (gloo, fp32).")
+    return [], {}, None
 
 
 if __name__ == "__main__":

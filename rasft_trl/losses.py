@@ -9,6 +9,8 @@ section 2 (solvability), 3 (candidate pool), 4 (inverse ratio), 5 (token weight 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
@@ -186,26 +188,26 @@ _token_factor = token_factor
 def chunked_reverse_kl(
     hidden: torch.Tensor,
     ref_hidden: torch.Tensor,
-    head_weight: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
     ref_head_weight: torch.Tensor,
     mask: torch.Tensor,
-    head_bias: torch.Tensor | None = None,
     ref_head_bias: torch.Tensor | None = None,
     chunk_size: int = 256,
 ) -> torch.Tensor:
     """Full-vocabulary `KL(pi_ref(.|ctx) || pi_theta(.|ctx))` at every target position (SFT+KL, ASFT).
 
-    `sum_v q_v (log q_v - log p_v)` with `p = softmax(hidden W^T + b)`, `q = softmax(ref_hidden W_ref^T + b_ref)`,
-    at temperature 1. Positions are processed in chunks of `chunk_size` and each chunk is recomputed in the
-    backward pass (activation checkpointing), so the peak memory holds one `[chunk, V]` block of each model rather
-    than two full `[N, T, V]` tensors.
+    `sum_v q_v (log q_v - log p_v)` with `p = softmax(head(hidden))`, `q = softmax(ref_hidden W_ref^T + b_ref)`, at
+    temperature 1. Positions are processed in chunks of `chunk_size` and each chunk is recomputed in the backward
+    pass (activation checkpointing), so the peak memory holds one `[chunk, V]` block of each model rather than two
+    full `[N, T, V]` tensors. The policy side is a callable (the LM-head module) rather than its weight, so that a
+    sharded head (DeepSpeed ZeRO-3) is gathered by its own hooks in the forward and again in the recomputation.
 
     Args:
         hidden: [N, T, H] policy hidden states feeding the LM head (with gradient).
         ref_hidden: [N, T, H] reference hidden states (no gradient needed).
-        head_weight, ref_head_weight: [V, H] LM-head weights of policy and reference.
+        head: the policy's LM head, `[C, H] -> [C, V]` logits (with gradient).
+        ref_head_weight: [V, H] reference LM-head weight (full, not sharded); ref_head_bias: optional [V].
         mask: [N, T] positions to score (others get 0).
-        head_bias, ref_head_bias: optional [V] LM-head biases.
         chunk_size: positions per chunk.
 
     Returns:
@@ -217,13 +219,13 @@ def chunked_reverse_kl(
     h = hidden.reshape(-1, hidden.size(-1))[flat_mask]  # [M, H]
     h_ref = ref_hidden.reshape(-1, ref_hidden.size(-1))[flat_mask].detach()  # [M, H]
     out = hidden.new_zeros(flat_mask.shape, dtype=torch.float32)  # [N*T]
+    ref_bias = None if ref_head_bias is None else ref_head_bias.detach()
     pieces = []
     for start in range(0, h.size(0), chunk_size):
         pieces.append(
             checkpoint(
-                _kl_block, h[start : start + chunk_size], h_ref[start : start + chunk_size], head_weight,
-                ref_head_weight.detach(), head_bias, None if ref_head_bias is None else ref_head_bias.detach(),
-                use_reentrant=False,
+                _kl_block, h[start : start + chunk_size], h_ref[start : start + chunk_size], head,
+                ref_head_weight.detach(), ref_bias, use_reentrant=False,
             )
         )
     if pieces:
@@ -231,9 +233,9 @@ def chunked_reverse_kl(
     return out.view(mask.shape)
 
 
-def _kl_block(h, h_ref, weight, ref_weight, bias, ref_bias) -> torch.Tensor:
+def _kl_block(h, h_ref, head, ref_weight, ref_bias) -> torch.Tensor:
     """KL(q || p) of one chunk of positions. [C, H] -> [C]."""
-    log_p = torch.nn.functional.linear(h, weight, bias).float().log_softmax(-1)  # [C, V]
+    log_p = head(h).float().log_softmax(-1)  # [C, V]
     with torch.no_grad():
         log_q = torch.nn.functional.linear(h_ref, ref_weight, ref_bias).float().log_softmax(-1)  # [C, V]
     return (log_q.exp() * (log_q - log_p)).sum(-1)

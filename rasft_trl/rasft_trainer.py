@@ -45,6 +45,7 @@ from .data import (
     validate_columns,
     validate_rows,
 )
+from .distributed import broadcast_from_main, enable_cpu_fsdp, gathered_parameters, sharding_engine
 from .filters import filter_rollouts
 from .generation import make_generation_backend
 from .generation.base import GenerationBackend, global_max
@@ -101,6 +102,8 @@ class RASFTTrainer(_BaseTrainer):
     loss_is_scaled_for_ga = True
     # Whether the method routes problems through the expert-loss window (whose calibration a checkpoint carries).
     _uses_window = True
+    # Per-token fields the fused LM head computes inside the forward (TRL's `add_fused_lm_head(outputs=...)`).
+    _fused_outputs: tuple[str, ...] = ("log_probs",)
 
     def __init__(
         self,
@@ -149,15 +152,14 @@ class RASFTTrainer(_BaseTrainer):
         self.use_peft = peft_config is not None or is_peft_model(model)
         ref_model = None
         if args.needs_reference and not self.use_peft:
-            # Full fine-tuning: a frozen copy of the initial policy (copied before any patching or wrapping).
-            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            ref_model = _frozen_reference(model, model_id, args)
             add_fused_lm_head(ref_model, temperature=1.0)
         if args.disable_dropout:
             disable_dropout(model)
             if ref_model is not None:
                 disable_dropout(ref_model)
         # Per-token log-probs at temperature 1 without materializing [B, T, V] logits.
-        add_fused_lm_head(model, temperature=1.0)
+        add_fused_lm_head(model, temperature=1.0, outputs=self._fused_outputs)
         if self.use_peft:
             if is_peft_model(model) and peft_config is None:
                 logger.warning("The model already carries an adapter: the reference is the base model without it.")
@@ -169,6 +171,7 @@ class RASFTTrainer(_BaseTrainer):
         if eval_dataset is not None:
             eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval")
 
+        enable_cpu_fsdp()  # an FSDP launch on CPU processes runs FSDP2 over gloo (see `rasft_trl.distributed`)
         super().__init__(
             model=model,
             args=args,
@@ -222,6 +225,10 @@ class RASFTTrainer(_BaseTrainer):
         if self.is_deepspeed_enabled:
             return prepare_deepspeed(ref_model, self.accelerator)
         if self.is_fsdp_enabled:
+            if self.accelerator.state.fsdp_plugin.cpu_ram_efficient_loading:
+                # only the main process loaded real weights (the others hold uninitialized memory, and so did the
+                # copy made from them): give every process the main process's reference before sharding it
+                broadcast_from_main(ref_model, self.accelerator.device)
             return prepare_fsdp(ref_model, self.accelerator)
         return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
 
@@ -653,14 +660,19 @@ class RASFTTrainer(_BaseTrainer):
     @staticmethod
     def _token_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-token log-probs at temperature 1 of `labels[:, 1:]` via TRL's fused LM head. -> [B, T-1]."""
-        output = model(
+        return RASFTTrainer._fused_forward(model, batch).log_probs
+
+    @staticmethod
+    def _fused_forward(model, batch: dict[str, torch.Tensor]):
+        """The fused LM head's output (`log_probs`, and the extra fields of `_fused_outputs`, each [B, T-1]). The
+        head runs inside the model's forward, so its parameters are gathered there under ZeRO-3 and FSDP."""
+        return model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             labels=batch["labels"],
             fused_lm_head=True,
             use_cache=False,
         )
-        return output.log_probs
 
     # ------------------------------------------------------------------ loss
 
@@ -759,15 +771,20 @@ class RASFTTrainer(_BaseTrainer):
                 ref_lm = self._causal_lm(model)
                 with use_adapter(unwrapped, None):
                     _, ref_hidden = self._logps_and_hidden(unwrapped, batch)
+        # the policy's head is called as a module (ZeRO-3 gathers it in its hooks, in the forward and in the
+        # recomputation); the reference's weights are read outside a forward, so gathered (a collective, the same
+        # count on every process: one per micro-batch)
         head, ref_head = self._causal_lm(model).get_output_embeddings(), ref_lm.get_output_embeddings()
+        with gathered_parameters([ref_head.weight, ref_head.bias]) as (ref_weight, ref_bias):
+            ref_weight = ref_weight.clone()  # outlives the gather (the backward recomputes the KL blocks)
+            ref_bias = None if ref_bias is None else ref_bias.clone()
         return losses.chunked_reverse_kl(
             hidden[:, :-1],
             ref_hidden[:, :-1],
-            head.weight,
-            ref_head.weight,
+            head,
+            ref_weight,
             batch["completion_mask"],
-            head.bias,
-            ref_head.bias,
+            ref_bias,
             chunk_size=self.args.kl_chunk_size,
         )
 
@@ -927,6 +944,9 @@ class RASFTTrainer(_BaseTrainer):
         the steps this process ran (a resumed run counts from its checkpoint)."""
         metrics = getattr(output, "metrics", None) or {}
         parts = [f"{self._name} finished {self.state.global_step} steps"]
+        engine = sharding_engine(self)
+        if engine != "single":
+            parts[-1] += f" ({engine}, {self.accelerator.num_processes} processes)"
         if "train_runtime" in metrics:
             parts[-1] += f" in {metrics['train_runtime']:.0f} s"
         losses = [h["loss"] for h in self.state.log_history if "loss" in h]
@@ -1096,6 +1116,24 @@ def call_with_timeout(fn: Callable[[], Any], timeout: float | None) -> Any:
     if "error" in result:
         raise result["error"]
     return result["value"]
+
+
+def _frozen_reference(model: PreTrainedModel, model_id: str, args: RASFTConfig) -> PreTrainedModel:
+    """The frozen reference of full fine-tuning: a copy of the initial policy, made before any patching or wrapping.
+
+    Under DeepSpeed ZeRO-3 the loaded policy's parameters are already partitioned (`zero.Init`), and a copy of a
+    partitioned module is an empty shell: the reference is loaded again from the policy's path, as GRPOTrainer does,
+    so that it is partitioned too."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        if not model_id:
+            raise ValueError(
+                "Under DeepSpeed ZeRO-3 the frozen reference is loaded again from the model's path, and this model has "
+                f"none (config._name_or_path={model_id!r}): save it with `save_pretrained` and pass the folder."
+            )
+        return create_model_from_path(model_id, **_init_kwargs(args)).eval().requires_grad_(False)
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 def _identity_collator(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -77,10 +77,8 @@ class SRFTConfig(RASFTConfig):
             Tokens over which the policy entropy `H` of the weights is averaged: `"all"` completion tokens of the
             micro-batch (spec: "averaged over the tokens of the batch"), only the `"rollouts"`, or only the
             `"demonstrations"`. `H` is computed in the training forward (the current policy), under no gradient, and
-            averaged over all processes.
-        entropy_chunk_size (`int`, *optional*, defaults to `256`):
-            Positions per chunk of the full-vocabulary entropy computation (one `[chunk, vocab]` block of logits at a
-            time).
+            averaged over all processes. It is an output of the fused LM head (tiles: `logprob_tile_tokens`,
+            `logprob_tile_vocab`), so it is computed where the head's parameters are gathered (ZeRO-3, FSDP).
     """
 
     learning_rate: float = field(default=1e-6, metadata={"help": "Initial learning rate (paper: 1e-6)."})
@@ -101,7 +99,6 @@ class SRFTConfig(RASFTConfig):
     advantage_epsilon: float = field(default=1e-4, metadata={"help": "Added to the group reward std."})
     entropy_tokens: str = field(default="all", metadata={"help": "Tokens of the entropy H: all, rollouts, "
                                                                  "demonstrations."})
-    entropy_chunk_size: int = field(default=256, metadata={"help": "Positions per entropy chunk."})
 
     def __post_init__(self):
         self.use_rollouts = True
@@ -118,8 +115,6 @@ class SRFTConfig(RASFTConfig):
             raise ValueError(f"advantage_epsilon must be > 0, got {self.advantage_epsilon}.")
         if self.entropy_tokens not in ENTROPY_TOKENS:
             raise ValueError(f"entropy_tokens must be one of {ENTROPY_TOKENS}, got {self.entropy_tokens!r}.")
-        if self.entropy_chunk_size < 1:
-            raise ValueError(f"entropy_chunk_size must be >= 1, got {self.entropy_chunk_size}.")
         for name in ("entropy_weight_sft", "entropy_weight_rl", "demo_rl"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}.")

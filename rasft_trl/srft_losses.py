@@ -26,41 +26,6 @@ import torch
 from .losses import masked_sum
 
 
-def chunked_entropy(
-    hidden: torch.Tensor,
-    head_weight: torch.Tensor,
-    mask: torch.Tensor,
-    head_bias: torch.Tensor | None = None,
-    chunk_size: int = 256,
-) -> torch.Tensor:
-    """Entropy `H_t = -sum_v p_v log p_v` of the next-token distribution at every masked position, no gradient.
-
-    `p = softmax(hidden W^T + b)` at temperature 1, computed `chunk_size` positions at a time so that only one
-    `[chunk, V]` block of logits exists at once.
-
-    Args:
-        hidden: [N, T, H] hidden states feeding the LM head (position t predicts token t + 1).
-        head_weight: [V, H] LM-head weight; head_bias: optional [V].
-        mask: [N, T] positions to score.
-        chunk_size: positions per chunk.
-
-    Returns:
-        [N, T] float32 entropies, zero outside `mask`.
-    """
-    with torch.no_grad():
-        flat_mask = mask.reshape(-1).bool()  # [N*T]
-        h = hidden.detach().reshape(-1, hidden.size(-1))[flat_mask]  # [M, H]
-        out = torch.zeros(flat_mask.shape, dtype=torch.float32, device=hidden.device)  # [N*T]
-        pieces = []
-        for start in range(0, h.size(0), chunk_size):
-            log_p = torch.nn.functional.linear(h[start : start + chunk_size], head_weight, head_bias)
-            log_p = log_p.float().log_softmax(-1)  # [C, V]
-            pieces.append(-(log_p.exp() * log_p).sum(-1))  # [C]
-        if pieces:
-            out = out.masked_scatter(flat_mask, torch.cat(pieces))
-        return out.view(mask.shape)
-
-
 def entropy_weights(
     mean_entropy: float,
     sft_scale: float = 0.5,

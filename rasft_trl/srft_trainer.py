@@ -47,6 +47,9 @@ class SRFTTrainer(RASFTTrainer):
         ),
     }
     _uses_window = False
+    # the policy entropy comes out of the training forward, computed by the fused LM head where its parameters are
+    # gathered (under ZeRO-3 / FSDP2 the head's weight read outside the forward is empty / a shard)
+    _fused_outputs = ("log_probs", "entropy")
 
     def __init__(self, model, args: SRFTConfig | None = None, *pos, **kwargs):
         if args is None:
@@ -144,7 +147,8 @@ class SRFTTrainer(RASFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Eq. 13: `L1 + L2 + L3 + L4`, each a token mean over the step's tokens of its role."""
         args = self.args
-        logps, hidden = self._logps_and_hidden(model, inputs)  # [B, T-1], [B, T, H]
+        output = self._fused_forward(model, inputs)
+        logps = output.log_probs  # [B, T-1]
         mask = inputs["completion_mask"]  # [B, T-1]
         role = inputs["srft_role"].to(mask.device)  # [B]
         counts = inputs["srft_counts"].tolist()  # [3]
@@ -152,9 +156,7 @@ class SRFTTrainer(RASFTTrainer):
 
         entropy_rows = {"all": torch.ones_like(is_demo), "rollouts": ~is_demo, "demonstrations": is_demo}
         entropy_mask = mask * entropy_rows[args.entropy_tokens]  # [B, T-1]
-        head = self._causal_lm(model).get_output_embeddings()
-        entropy = srft_losses.chunked_entropy(hidden[:, :-1], head.weight, entropy_mask, head.bias,
-                                              args.entropy_chunk_size)  # [B, T-1], no gradient
+        entropy = output.entropy.detach().float() * entropy_mask  # [B, T-1], no gradient
         entropy_sum, entropy_count = self._global_sum([float(entropy.sum()), float(entropy_mask.sum())])
         mean_entropy = entropy_sum / max(entropy_count, 1.0)
         w_sft, w_rl = srft_losses.entropy_weights(mean_entropy, args.sft_weight_scale, args.rl_weight_scale,

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,3 +125,36 @@ def test_recipe_by_name_from_a_non_editable_install(tmp_path, tiny_model_dir):
     assert result.returncode == 0, result.stderr[-4000:]
     assert (out / "model.safetensors").exists() and "RASFT" in (out / "README.md").read_text()
     assert "RASFT finished 1 steps" in result.stdout
+
+
+def test_gpu_configs_adapt_to_cpu_processes_only_without_a_gpu():
+    """The launcher's CPU case: DeepSpeed's CPU accelerator, FSDP2 over gloo, DDP over gloo, fp32 each; the shipped
+    GPU configs are untouched when a GPU is visible."""
+    from rasft_trl.cli import cpu_launch_settings, resolve_accelerate_config
+
+    expected = {"zero2": {"DS_ACCELERATOR": "cpu"}, "zero3": {"DS_ACCELERATOR": "cpu"}, "fsdp": {},
+                "ddp": {"ACCELERATE_USE_CPU": "true"}}
+    for name, env in expected.items():
+        config = resolve_accelerate_config(name)
+        flags, env_updates, note = cpu_launch_settings(config, has_gpu=False)
+        assert flags == ["--mixed_precision", "no"] and env_updates == env and note.startswith("no GPU visible"), name
+        assert cpu_launch_settings(config, has_gpu=True) == ([], {}, None), name
+    assert "ZeRO-3" in cpu_launch_settings(resolve_accelerate_config("zero3"), has_gpu=False)[2]
+    for name in ("cpu", "single_gpu"):
+        assert cpu_launch_settings(resolve_accelerate_config(name), has_gpu=False) == ([], {}, None)
+
+
+def test_deepspeed_configs_without_deepspeed_name_the_extra(monkeypatch, tmp_path):
+    import importlib.util
+
+    from rasft_trl.cli import cpu_launch_settings, resolve_accelerate_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    for has_gpu in (False, True):
+        with pytest.raises(SystemExit, match=r"pip install 'rasft-trl\[deepspeed\]'"):
+            cpu_launch_settings(resolve_accelerate_config("zero2"), has_gpu=has_gpu)
+    fsdp1 = tmp_path / "fsdp1.yaml"
+    fsdp1.write_text("distributed_type: FSDP\nfsdp_config:\n  fsdp_version: 1\n")
+    with pytest.raises(SystemExit, match="FSDP2"):
+        cpu_launch_settings(str(fsdp1), has_gpu=False)

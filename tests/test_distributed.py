@@ -34,8 +34,8 @@ def test_two_processes_give_the_same_gradients_as_one(tmp_path, tiny_model_dir, 
 @pytest.mark.parametrize("mode, port", [("full", 29534), ("lora", 29535)])
 def test_every_process_runs_the_same_forwards_generate_calls_and_collectives(tmp_path, tiny_model_dir, mode, port):
     """ZeRO-3 / FSDP premise: a forward or a `generate` call on sharded weights is a collective, so the count must not
-    depend on a process's prompt count. Checked on DDP (gloo, CPU), where the counts are observable: accelerate
-    turns an FSDP config into plain CPU data parallel, and DeepSpeed needs a GPU."""
+    depend on a process's prompt count. Checked on DDP (gloo, CPU), where the counts are observable; the engines
+    themselves run in test_sharded.py."""
     import json
 
     command = [

@@ -79,17 +79,23 @@ def test_terms_of_an_empty_role_are_zero_and_finite():
 # ---------------------------------------------------------------------------------------------- entropy weights
 
 
-@pytest.mark.parametrize("chunk_size", [1, 3, 1000])
-def test_chunked_entropy_equals_the_direct_computation(chunk_size):
+def test_the_fused_heads_entropy_is_the_policy_entropy(tiny_model_dir):
+    """SRFT reads H from the fused LM head's `entropy` output (computed inside the forward, where ZeRO-3 / FSDP gather
+    the head): it equals the entropy of the full softmax at the completion positions, and is 0 elsewhere."""
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
-    hidden = torch.randn(2, 5, 8)
-    weight, bias = torch.randn(11, 8), torch.randn(11)
-    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]])
-    probs = torch.softmax(hidden @ weight.T + bias, dim=-1)
-    direct = -(probs * probs.log()).sum(-1) * mask  # [2, 5]
-    chunked = srft_losses.chunked_entropy(hidden, weight, mask, bias, chunk_size=chunk_size)
-    assert torch.allclose(chunked, direct, atol=1e-5)
-    assert not chunked.requires_grad
+    input_ids = torch.randint(0, model.config.vocab_size, (2, 7))
+    labels = input_ids.clone()
+    labels[0, :3] = -100  # prompt positions
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=input_ids).logits[:, :-1].float(), dim=-1)  # [2, 6, V]
+    direct = -(probs * probs.log()).sum(-1) * (labels[:, 1:] != -100)  # [2, 6]
+    add_fused_lm_head(model, temperature=1.0, outputs=("log_probs", "entropy"))
+    fused = model(input_ids=input_ids, labels=labels, fused_lm_head=True).entropy  # [2, 6]
+    assert torch.allclose(fused.float(), direct, atol=1e-5)
 
 
 def test_entropy_weights_and_their_ablations():

@@ -28,8 +28,15 @@ def make_generation_backend(trainer) -> GenerationBackend:
         batch_size=args.generation_batch_size,
         gather_deepspeed3_params=args.ds3_gather_for_generation,
         is_fsdp=trainer.is_fsdp_enabled,
+        fsdp_reshard_after_forward=_fsdp_reshard_after_forward(trainer),
         generation_kwargs=args.generation_kwargs,
     )
+
+
+def _fsdp_reshard_after_forward(trainer) -> bool:
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    value = getattr(plugin, "reshard_after_forward", True)
+    return value if isinstance(value, bool) else True
 
 
 __all__ = ["GenerationBackend", "SamplingSettings", "make_generation_backend", "truncate_at_stop"]

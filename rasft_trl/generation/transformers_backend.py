@@ -31,7 +31,8 @@ class TransformersGeneration:
         eos_token_ids: ids that end a rollout.
         batch_size: prompts per `generate` call; `None`: all at once.
         gather_deepspeed3_params: gather ZeRO-3 parameters for generation (faster, more memory).
-        is_fsdp: summon full FSDP parameters around generation.
+        is_fsdp: unshard the FSDP (1 or 2) parameters once around generation (see `fsdp_full_parameters`).
+        fsdp_reshard_after_forward: the FSDP plugin's `reshard_after_forward`, restored after generation.
         generation_kwargs: extra `GenerationConfig` fields (override the sampling settings above).
     """
 
@@ -46,6 +47,7 @@ class TransformersGeneration:
         gather_deepspeed3_params: bool = True,
         is_fsdp: bool = False,
         generation_kwargs: dict | None = None,
+        fsdp_reshard_after_forward: bool = True,
     ):
         self.model = model
         self.accelerator = accelerator
@@ -55,6 +57,7 @@ class TransformersGeneration:
         self.batch_size = batch_size
         self.gather_deepspeed3_params = gather_deepspeed3_params
         self.is_fsdp = is_fsdp
+        self.fsdp_reshard_after_forward = fsdp_reshard_after_forward
         self.generation_config = GenerationConfig(
             do_sample=True,
             temperature=sampling.temperature,
@@ -95,9 +98,9 @@ class TransformersGeneration:
                 )
             )
             if self.is_fsdp:
-                from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+                from ..distributed import fsdp_full_parameters
 
-                stack.enter_context(FSDP.summon_full_params(self.model, recurse=False))
+                stack.enter_context(fsdp_full_parameters(self.model, self.fsdp_reshard_after_forward))
             stack.enter_context(torch.no_grad())
             stack.enter_context(neutral_generation_config(unwrapped))
             was_training = unwrapped.training
@@ -116,6 +119,8 @@ class TransformersGeneration:
         attention_mask = pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left").to(device)
         config = copy.copy(self.generation_config)
         config.num_return_sequences = num_samples
+        # Under ZeRO-3 and FSDP (1 or 2: torch marks `fully_shard` modules) transformers sets `synced_gpus`, so every
+        # process runs as many decoding steps as the longest (tests/test_sharded.py checks the forward counts).
         output = unwrapped.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)  # [P * K, Lp + new]; samples of one prompt are contiguous
         generated = output[:, input_ids.size(1) :].cpu().tolist()
         stop = set(self.eos_token_ids)

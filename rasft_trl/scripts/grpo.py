@@ -40,7 +40,10 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     """Load model, tokenizer and data as the recipe says, train GRPO with the verifier as reward, save."""
     from trl import GRPOTrainer
 
+    from ..distributed import enable_cpu_fsdp, sharding_engine
     from ..verifiers import get_verifier
+
+    enable_cpu_fsdp()  # an FSDP launch on CPU processes runs FSDP2 over gloo (see `rasft_trl.distributed`)
 
     model_path, tokenizer = prepare_model_settings(script_args, training_args, model_args)
     dataset = load_train_dataset(script_args, training_args.seed, script_args.prompt_column)
@@ -56,6 +59,10 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     )
     trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
     trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        engine = sharding_engine(trainer)
+        where = "" if engine == "single" else f" ({engine}, {trainer.accelerator.num_processes} processes)"
+        print(f"GRPO finished {trainer.state.global_step} steps{where}. Model in {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     logger.info(f"Model saved to {training_args.output_dir}")
