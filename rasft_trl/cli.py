@@ -198,7 +198,8 @@ def cpu_launch_settings(config_file: str, has_gpu: bool) -> tuple[list[str], dic
     if kind == "FSDP":
         version = (config.get("fsdp_config") or {}).get("fsdp_version", 1)
         if int(version) != 2:
-            raise SystemExit("rasft-trl: FSDP on CPU processes needs FSDP2 (fsdp_version: 2 in the accelerate config).")
+            raise SystemExit("rasft-trl: FSDP on CPU processes needs FSDP2 (fsdp_version: 2 in the accelerate "
+                             "config).")
         return ["--mixed_precision", "no"], {}, "no GPU visible: FSDP2 on CPU processes (gloo, fp32)."
     if kind == "MULTI_GPU":
         return (["--mixed_precision", "no"], {"ACCELERATE_USE_CPU": "true"},

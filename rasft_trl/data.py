@@ -19,13 +19,13 @@ INDEX_COLUMN = "rasft_index"
 
 
 def validate_columns(
-    column_names: list[str], required: list[str]
+    column_names: list[str], required: list[str], which: str = "training"
 ) -> None:
-    """Raise a `ValueError` naming every required column the dataset lacks."""
+    """Raise a `ValueError` naming every required column the dataset (`which`: "training", "evaluation 'b'") lacks."""
     missing = [name for name in required if name not in column_names]
     if missing:
         raise ValueError(
-            f"The training dataset is missing the column(s) {missing}; it has {sorted(column_names)}. RASFT and "
+            f"The {which} dataset is missing the column(s) {missing}; it has {sorted(column_names)}. RASFT and "
             "SRFT need a prompt, an expert completion (the demonstration) and the column the verifier reads."
         )
 

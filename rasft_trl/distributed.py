@@ -24,7 +24,7 @@ import torch
 
 
 def sharding_engine(trainer) -> str:
-    """`deepspeed-zero{0,1,2,3}`, `fsdp1`, `fsdp2`, `ddp` or `single`: what the trainer's model is really wrapped in."""
+    """`deepspeed-zero{0,1,2,3}`, `fsdp1`, `fsdp2`, `ddp` or `single`: what the trainer's model is wrapped in."""
     if getattr(trainer, "is_deepspeed_enabled", False):
         engine = trainer.model_wrapped
         stage = engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else None

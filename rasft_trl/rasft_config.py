@@ -63,8 +63,36 @@ def document_fields(cls: type, choices: dict[str, tuple] | None = None) -> type:
     return cls
 
 
+# GRPOConfig's names that users carry over, and what they are in RASFT (`RASFTConfig(num_generations=4)` says so
+# instead of a bare "unexpected keyword argument").
+GRPO_NAMES = {
+    "num_generations": "`num_rollouts` (rollouts K per problem the window selects)",
+    "max_completion_length": "`max_new_tokens` (the rollout length)",
+    "beta": "`kl_weight` (the KL term of the sft_kl / asft baselines); RASFT's own anchor to the reference is the "
+            "clipped inverse ratio (`ratio_clip_low` / `ratio_clip_high`)",
+    "loss_type": "`token_factor` (dft, sft, profit); the SFT-family baselines take `loss_type` in SFTVariantConfig",
+    "epsilon": "`ratio_clip_low` / `ratio_clip_high` (RASFT clips an inverse sequence ratio; there is no PPO ratio)",
+    "epsilon_high": "`ratio_clip_high`",
+    "scale_rewards": "nothing: RASFT weighs each pool by its solvability, not by normalized advantages "
+                     "(`pool_weighting`)",
+    "num_iterations": "nothing: each step's rollouts are trained on once",
+}
+
+
+class _ConfigMeta(type):
+    """Rejects GRPOConfig's names that the config class does not have, naming the RASFT equivalent."""
+
+    def __call__(cls, *args, **kwargs):
+        own = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        foreign = [name for name in kwargs if name in GRPO_NAMES and name not in own]
+        if foreign:
+            hints = "; ".join(f"`{name}` -> {GRPO_NAMES[name]}" for name in foreign)
+            raise TypeError(f"{cls.__name__} got GRPOConfig's argument(s) {foreign}, which it does not have: {hints}.")
+        return super().__call__(*args, **kwargs)
+
+
 @dataclass
-class RASFTConfig(_BaseConfig):
+class RASFTConfig(_BaseConfig, metaclass=_ConfigMeta):
     r"""
     Configuration class for [`RASFTTrainer`]: Rollout-Adaptive Supervised Fine-Tuning (arXiv 2606.07006).
 
@@ -94,6 +122,9 @@ class RASFTConfig(_BaseConfig):
 
         model_init_kwargs (`dict[str, Any]`, *optional*):
             Keyword arguments for `AutoModelForCausalLM.from_pretrained`, used when `model` is a string.
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Allow a model and tokenizer with custom code from the Hub when they are loaded from a name (runs that
+            code locally; only for repositories you trust). GRPOConfig's and SFTConfig's field.
         max_length (`int`, *optional*, defaults to `2048`):
             Maximum length in tokens of prompt + completion (paper: 2048). Expert demonstrations that exceed it are
             truncated (counted as `data/expert_truncated`); a prompt that alone reaches it is rejected before training.
@@ -372,6 +403,10 @@ class RASFTConfig(_BaseConfig):
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,
         metadata={"help": "Keyword arguments for `from_pretrained`, used when `model` is a string."},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow a model and tokenizer with custom code from the Hub (runs that code locally)."},
     )
     max_length: int = field(default=2048, metadata={"help": "Maximum prompt + completion length in tokens."})
     prompt_column: str = field(default="prompt", metadata={"help": "Dataset column with the prompt."})

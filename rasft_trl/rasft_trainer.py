@@ -50,7 +50,7 @@ from .filters import filter_rollouts
 from .generation import make_generation_backend
 from .generation.base import GenerationBackend, global_max
 from .rasft_config import RASFTConfig
-from .rewards import combine_rewards, disable_dropout, resolve_reward_funcs, trl_completions
+from .rewards import combine_rewards, disable_dropout, resolve_awaitable, resolve_reward_funcs, trl_completions
 
 
 with warnings.catch_warnings():  # TRL warns on every import from `trl.experimental`
@@ -119,6 +119,7 @@ class RASFTTrainer(_BaseTrainer):
         optimizers=(None, None),
         reward_funcs=None,
     ):
+        check_args_position(args, RASFTConfig)
         model_id = model if isinstance(model, str) else model.config._name_or_path
         if args is None:
             args = RASFTConfig(f"{str(model_id).split('/')[-1]}-RASFT")
@@ -129,7 +130,7 @@ class RASFTTrainer(_BaseTrainer):
         elif args.model_init_kwargs:
             logger.warning("`model_init_kwargs` is ignored: the model is already loaded.")
         if processing_class is None:
-            processing_class = AutoTokenizer.from_pretrained(model_id)
+            processing_class = AutoTokenizer.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
         if processing_class.pad_token_id is None:
             processing_class.pad_token = processing_class.eos_token
 
@@ -158,8 +159,10 @@ class RASFTTrainer(_BaseTrainer):
             disable_dropout(model)
             if ref_model is not None:
                 disable_dropout(ref_model)
-        # Per-token log-probs at temperature 1 without materializing [B, T, V] logits.
-        add_fused_lm_head(model, temperature=1.0, outputs=self._fused_outputs)
+        # Per-token log-probs at temperature 1 without materializing [B, T, V] logits. On the causal LM itself: a
+        # model the user already wrapped with PEFT gets the head inside the wrapper, where PEFT's forward reaches it.
+        add_fused_lm_head(model.get_base_model() if is_peft_model(model) else model, temperature=1.0,
+                          outputs=self._fused_outputs)
         if self.use_peft:
             if is_peft_model(model) and peft_config is None:
                 logger.warning("The model already carries an adapter: the reference is the base model without it.")
@@ -169,7 +172,7 @@ class RASFTTrainer(_BaseTrainer):
         self._counters: dict[str, float] = defaultdict(float)
         train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train")
         if eval_dataset is not None:
-            eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval")
+            eval_dataset = self._prepare_eval_datasets(eval_dataset, processing_class, args)
 
         enable_cpu_fsdp()  # an FSDP launch on CPU processes runs FSDP2 over gloo (see `rasft_trl.distributed`)
         super().__init__(
@@ -199,10 +202,35 @@ class RASFTTrainer(_BaseTrainer):
 
     # ------------------------------------------------------------------ setup
 
+    def _prepare_eval_datasets(self, eval_dataset, tokenizer, args: RASFTConfig):
+        """An evaluation set, or a dict / `DatasetDict` of named ones (each logged as `eval_<name>_loss`, as in
+        transformers), tokenized like the training set; sets that are already tokenized are kept."""
+        if isinstance(eval_dataset, dict):
+            return {name: self._prepare_one_eval(dataset, tokenizer, args, f"eval_{name}")
+                    for name, dataset in eval_dataset.items()}
+        return self._prepare_one_eval(eval_dataset, tokenizer, args, "eval")
+
+    def _prepare_one_eval(self, dataset, tokenizer, args: RASFTConfig, split: str):
+        if INDEX_COLUMN in (getattr(dataset, "column_names", None) or []):
+            return dataset  # prepared already (a set passed at construction, then to `evaluate` by the user)
+        return self._prepare_dataset(dataset, tokenizer, args, split)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """As `Trainer.evaluate` (the expert NLL of the demonstrations, `eval_loss`); a dataset or a dict of named
+        datasets passed here is validated and tokenized like the training set first."""
+        if eval_dataset is not None and not isinstance(eval_dataset, str):
+            eval_dataset = self._prepare_eval_datasets(eval_dataset, self.processing_class, self.args)
+        return super().evaluate(eval_dataset=eval_dataset, ignore_keys=ignore_keys,
+                                metric_key_prefix=metric_key_prefix)
+
     def _prepare_dataset(self, dataset: Dataset, tokenizer, args: RASFTConfig, split: str) -> Dataset:
         references = [getattr(f, "reference_column", None) for f in self.reward_funcs]
         references = list(dict.fromkeys(r for r in references if r))
-        validate_columns(dataset.column_names, [args.prompt_column, args.completion_column] + references)
+        which = "training" if split == "train" else f"evaluation ({split})"
+        if not hasattr(dataset, "column_names") or not hasattr(dataset, "map"):
+            raise TypeError(f"The {which} dataset must be a `datasets.Dataset` (or, for evaluation, a dict of them), "
+                            f"got {type(dataset).__name__}.")
+        validate_columns(dataset.column_names, [args.prompt_column, args.completion_column] + references, which)
         validate_rows(dataset, args.prompt_column, args.completion_column, [r for r in references if r == "answer"])
 
         def tokenize(row, index):
@@ -556,8 +584,9 @@ class RASFTTrainer(_BaseTrainer):
         hooks = {"trainer_state": self.state, "log_extra": self._log_completion_extra, "log_metric": self._log_metric}
         rewards = torch.full((len(completions), len(self.reward_funcs)), float("nan"))  # [N, F]
         for j, (func, name) in enumerate(zip(self.reward_funcs, self.reward_func_names)):
-            values = call_with_timeout(
-                lambda: func(prompts=prompts, completions=trl_texts, completion_ids=completions, **columns, **hooks),
+            values = call_with_timeout(  # an `async def` reward function is awaited, as GRPOTrainer does
+                lambda: resolve_awaitable(func(prompts=prompts, completions=trl_texts, completion_ids=completions,
+                                               **columns, **hooks)),
                 self.args.verifier_timeout,
             )
             if values is None:  # it did not answer in time: its rewards are missing for this call
@@ -1080,6 +1109,21 @@ def last_complete_checkpoint(output_dir: str, needs_rasft_state: bool) -> str | 
     return None
 
 
+def check_args_position(args: Any, config_cls: type) -> None:
+    """`args` must be the config (or None). A list, a string or a callable there is GRPOTrainer's argument order,
+    `(model, reward_funcs, args, train_dataset)`: say how to call this trainer instead."""
+    from transformers import TrainingArguments
+
+    if args is None or isinstance(args, TrainingArguments):
+        return
+    raise TypeError(
+        f"The second argument is `args`, a {config_cls.__name__}; got {type(args).__name__} ({args!r:.60}). This is "
+        "GRPOTrainer's order (model, reward_funcs, args, train_dataset); here reward functions are a keyword: "
+        f"`{config_cls.__name__.replace('Config', 'Trainer')}(model, args=config, train_dataset=dataset, "
+        "reward_funcs=...)`."
+    )
+
+
 def reward_value(reward: Any) -> float | None:
     """A verifier's reward as a float, or None ("cannot judge") for None and NaN; anything else is an error."""
     if reward is None:
@@ -1151,4 +1195,6 @@ def _init_kwargs(args: RASFTConfig) -> dict:
         state = PartialState()
         kwargs["device_map"] = {"": state.device.type if state.device.index is None else str(state.device)}
     kwargs.setdefault("device_map", None)
+    if args.trust_remote_code:
+        kwargs.setdefault("trust_remote_code", True)
     return kwargs

@@ -15,6 +15,8 @@ The rollout is correct when that sum is at least `correct_threshold`.
 
 from __future__ import annotations
 
+import inspect
+import os
 from typing import Any, Callable
 
 import torch
@@ -43,8 +45,9 @@ def resolve_reward_funcs(reward_funcs: Any, verifier: Any) -> tuple[list[Callabl
                 "(a rule-based reward function). Wrap the model in a function that returns 1.0 / 0.0 if you must."
             )
         if isinstance(item, str):
-            funcs.append(get_verifier(item))
-            names.append(item)
+            func, name = _named_reward(item, get_verifier)
+            funcs.append(func)
+            names.append(name)
         elif callable(item):
             funcs.append(item)
             names.append(getattr(item, "__name__", None) or type(item).__name__)
@@ -57,6 +60,56 @@ def resolve_reward_funcs(reward_funcs: Any, verifier: Any) -> tuple[list[Callabl
             seen[name] = seen.get(name, 0) + 1
             names[i] = f"{name}_{seen[name] - 1}"
     return funcs, names
+
+
+def _named_reward(name: str, get_verifier: Callable) -> tuple[Callable, str]:
+    """A reward function named by a string: a registered verifier (`"math"`), or a dotted path to a function
+    (`"my_pkg.rewards.fn"`, as TRL's scripts take `reward_funcs`). A Hub id or a folder (a reward model, which
+    GRPOTrainer would load) is refused with the reason."""
+    from .verifiers.base import registered_verifiers
+
+    registered = registered_verifiers()
+    if name in registered:
+        return get_verifier(name), name
+    if "/" in name or os.path.isdir(name):
+        raise ValueError(
+            f"reward_funcs={name!r} looks like a reward model (a Hub id or a folder). Reward models are not "
+            "supported: RASFT keeps a rollout only if it is verified correct, and a reward model's score has no "
+            "threshold that means 'correct'. Pass a rule-based reward function or a registered verifier "
+            f"({registered}), or wrap the model in a function that returns 1.0 / 0.0."
+        )
+    module_name, _, attribute = name.rpartition(".")
+    if module_name:
+        import importlib
+
+        try:
+            func = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"reward_funcs={name!r}: cannot import {attribute!r} from {module_name!r} ({exc}).") from exc
+        if not callable(func):
+            raise TypeError(f"reward_funcs={name!r} is not callable.")
+        return func, attribute
+    return get_verifier(name), name  # an unknown name: the registry's error lists the registered ones
+
+
+def resolve_awaitable(value: Any) -> Any:
+    """The result of a reward function: an `async def` function's coroutine is run to completion (in a thread of
+    its own when an event loop already runs in this one, as in a notebook); anything else is returned as it is."""
+    if not inspect.isawaitable(value):
+        return value
+    import asyncio
+
+    async def wait():
+        return await value
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wait())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, wait()).result()
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

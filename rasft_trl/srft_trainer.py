@@ -16,7 +16,7 @@ import torch
 
 from . import srft_losses
 from .data import INDEX_COLUMN, Trajectory, collate_trajectories, truncate_completion
-from .rasft_trainer import RASFTTrainer
+from .rasft_trainer import RASFTTrainer, check_args_position
 from .srft_config import SRFTConfig
 
 DEMO, POSITIVE, NEGATIVE = 0, 1, 2
@@ -52,6 +52,7 @@ class SRFTTrainer(RASFTTrainer):
     _fused_outputs = ("log_probs", "entropy")
 
     def __init__(self, model, args: SRFTConfig | None = None, *pos, **kwargs):
+        check_args_position(args, SRFTConfig)
         if args is None:
             args = SRFTConfig(f"{str(model).split('/')[-1]}-SRFT")
         if not isinstance(args, SRFTConfig):

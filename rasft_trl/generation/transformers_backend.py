@@ -119,6 +119,11 @@ class TransformersGeneration:
         attention_mask = pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left").to(device)
         config = copy.copy(self.generation_config)
         config.num_return_sequences = num_samples
+        if (config.num_beams or 1) > 1:
+            # beam search returns at most `num_beams` sequences per prompt: like GRPO, run each prompt K times
+            input_ids = input_ids.repeat_interleave(num_samples, dim=0)  # [P * K, Lp]
+            attention_mask = attention_mask.repeat_interleave(num_samples, dim=0)
+            config.num_return_sequences = 1
         # Under ZeRO-3 and FSDP (1 or 2: torch marks `fully_shard` modules) transformers sets `synced_gpus`, so every
         # process runs as many decoding steps as the longest (tests/test_sharded.py checks the forward counts).
         output = unwrapped.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)  # [P * K, Lp + new]; samples of one prompt are contiguous

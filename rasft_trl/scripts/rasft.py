@@ -58,17 +58,8 @@ class DataScriptArguments(ScriptArguments):
 
 @dataclass
 class RASFTScriptArguments(DataScriptArguments):
-    """Script arguments of `rasft_trl.scripts.rasft` (and of the SFT-variant and SRFT scripts).
-
-    Args:
-        trust_remote_code: allow a model / tokenizer with custom code from the Hub (TRL 1.16's `ModelConfig` no
-            longer has this field).
-    """
-
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Allow a model and tokenizer with custom code from the Hub (runs that code locally)."},
-    )
+    """Script arguments of `rasft_trl.scripts.rasft` (and of the SFT-variant and SRFT scripts): the data arguments.
+    `trust_remote_code` is the config's field, as in GRPOConfig."""
 
 
 def load_train_dataset(script_args: DataScriptArguments, seed: int, prompt_column: str = "prompt"):
@@ -162,8 +153,7 @@ def prepare_model_settings(script_args, training_args, model_args):
     init_kwargs.setdefault("revision", model_args.model_revision)
     init_kwargs.setdefault("attn_implementation", model_args.attn_implementation)
     init_kwargs.setdefault("dtype", model_args.dtype)
-    trust_remote_code = bool(getattr(script_args, "trust_remote_code", False)
-                             or getattr(training_args, "trust_remote_code", False))
+    trust_remote_code = bool(getattr(training_args, "trust_remote_code", False))
     init_kwargs.setdefault("trust_remote_code", trust_remote_code or None)
     quantization_config = get_quantization_config(model_args)
     if quantization_config is not None:

@@ -125,6 +125,12 @@ def get_verifier(name_or_callable: str | Callable, **kwargs: Any) -> Callable:
     return _REGISTRY[name_or_callable](**kwargs)
 
 
+def registered_verifiers() -> list[str]:
+    """The names `get_verifier` resolves (the built-in ones and those added with `register_verifier`)."""
+    _register_builtins()
+    return sorted(_REGISTRY)
+
+
 def _register_builtins() -> None:
     # Imported lazily: the math verifier imports sympy, the code verifier spawns processes.
     def _math(**kw):
