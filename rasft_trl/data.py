@@ -36,22 +36,26 @@ def validate_rows(dataset, prompt_column: str, completion_column: str, string_co
     is a non-empty string or such messages (its text is the last message's content)."""
     if len(dataset) == 0:
         raise ValueError("The dataset has no rows.")
-    prompts = dataset[prompt_column]
-    completions = dataset[completion_column]
-    for index, (prompt, completion) in enumerate(zip(prompts, completions)):
-        problem = message_problem(prompt, "prompt")
-        if problem:
-            raise ValueError(f"Column {prompt_column!r}, row {index}: {problem}.")
-        problem = message_problem(completion, "expert completion")
-        if problem:
-            raise ValueError(f"Column {completion_column!r}, row {index}: {problem}.")
+    columns = [prompt_column, completion_column, *string_columns]
+    for index, values in enumerate(zip(*(dataset[column] for column in columns))):
+        validate_row(dict(zip(columns, values)), index, prompt_column, completion_column, string_columns)
+
+
+def validate_row(row: dict, index: int, prompt_column: str, completion_column: str, string_columns: list[str]) -> None:
+    """`validate_rows` for one row (a streamed dataset is checked row by row as it is read)."""
+    problem = message_problem(row[prompt_column], "prompt")
+    if problem:
+        raise ValueError(f"Column {prompt_column!r}, row {index}: {problem}.")
+    problem = message_problem(row[completion_column], "expert completion")
+    if problem:
+        raise ValueError(f"Column {completion_column!r}, row {index}: {problem}.")
     for column in string_columns:
-        for index, value in enumerate(dataset[column]):
-            if not isinstance(value, str):
-                raise ValueError(
-                    f"Column {column!r}, row {index}: expected a string, got {type(value).__name__} ({value!r:.60}). "
-                    f"Convert the column first, e.g. `dataset.map(lambda r: {{{column!r}: str(r[{column!r}])}})`."
-                )
+        value = row[column]
+        if not isinstance(value, str):
+            raise ValueError(
+                f"Column {column!r}, row {index}: expected a string, got {type(value).__name__} ({value!r:.60}). "
+                f"Convert the column first, e.g. `dataset.map(lambda r: {{{column!r}: str(r[{column!r}])}})`."
+            )
 
 
 def message_problem(value: Any, what: str) -> str | None:
@@ -103,9 +107,10 @@ def tokenize_completion(tokenizer, completion: Any, eos_token_id: int) -> list[i
     return list(ids) + [eos_token_id]
 
 
-def check_prompt_lengths(prompt_lengths: list[int], max_length: int, prompt_column: str) -> None:
-    """A prompt that leaves no room for a single completion token cannot be trained on: reject it."""
-    for index, length in enumerate(prompt_lengths):
+def check_prompt_lengths(prompt_lengths: list[int], max_length: int, prompt_column: str, first_row: int = 0) -> None:
+    """A prompt that leaves no room for a single completion token cannot be trained on: reject it (rows numbered
+    from `first_row`)."""
+    for index, length in enumerate(prompt_lengths, start=first_row):
         if length >= max_length:
             raise ValueError(
                 f"Column {prompt_column!r}, row {index}: the prompt is {length} tokens long, which leaves no room "

@@ -145,3 +145,15 @@ def fsdp_full_parameters(model: torch.nn.Module, reshard_after_forward: bool = T
         root.set_reshard_after_forward(False, recurse=False)
         for module in modules:
             module.reshard()
+
+
+def end_distributed() -> None:
+    """Leave the process group cleanly at the end of a launched script: wait for every process, then destroy the
+    group. A process that exits with the group still up can abort at interpreter shutdown in the communication
+    backend's threads ("terminate called without an active exception", SIGABRT: seen on 2 CPU processes over gloo in
+    about one run of twenty), which fails a run that had finished and saved. A no-op without a process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from accelerate.utils import is_peft_model
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from transformers import AutoTokenizer, PreTrainedModel
 from trl.models.utils import prepare_deepspeed, prepare_fsdp
 from trl.trainer.base_trainer import _BaseTrainer
@@ -43,6 +43,7 @@ from .data import (
     tokenize_prompt,
     truncate_completion,
     validate_columns,
+    validate_row,
     validate_rows,
 )
 from .distributed import broadcast_from_main, enable_cpu_fsdp, gathered_parameters, sharding_engine
@@ -174,6 +175,12 @@ class RASFTTrainer(_BaseTrainer):
         if eval_dataset is not None:
             eval_dataset = self._prepare_eval_datasets(eval_dataset, processing_class, args)
 
+        if isinstance(train_dataset, IterableDataset) or any(
+                isinstance(d, IterableDataset) for d in (eval_dataset.values() if isinstance(eval_dataset, dict)
+                                                          else [eval_dataset])):
+            # accelerate would read a streamed set on the main process and broadcast its batches, which must then be
+            # tensors; RASFT's batches are rows (token lists, the verifier's columns): each process reads its shard
+            args.accelerator_config.dispatch_batches = False
         enable_cpu_fsdp()  # an FSDP launch on CPU processes runs FSDP2 over gloo (see `rasft_trl.distributed`)
         super().__init__(
             model=model,
@@ -230,21 +237,36 @@ class RASFTTrainer(_BaseTrainer):
         if not hasattr(dataset, "column_names") or not hasattr(dataset, "map"):
             raise TypeError(f"The {which} dataset must be a `datasets.Dataset` (or, for evaluation, a dict of them), "
                             f"got {type(dataset).__name__}.")
-        validate_columns(dataset.column_names, [args.prompt_column, args.completion_column] + references, which)
-        validate_rows(dataset, args.prompt_column, args.completion_column, [r for r in references if r == "answer"])
+        streaming = isinstance(dataset, IterableDataset)
+        columns = dataset.column_names
+        if columns is None:  # a streamed dataset whose features are unknown: the first row's columns
+            columns = list(next(iter(dataset)).keys())
+        validate_columns(columns, [args.prompt_column, args.completion_column] + references, which)
+        strings = [r for r in references if r == "answer"]
+        if not streaming:
+            validate_rows(dataset, args.prompt_column, args.completion_column, strings)
+        counter = f"data/{split}_expert_truncated"
 
         def tokenize(row, index):
+            if streaming:  # checked as the rows are read; a whole dataset is checked up front
+                validate_row(row, index, args.prompt_column, args.completion_column, strings)
             prompt_ids = tokenize_prompt(tokenizer, row[args.prompt_column], args.chat_template_kwargs)
             completion_ids = tokenize_completion(tokenizer, row[args.completion_column], self.eos_token_id)
+            if streaming:
+                check_prompt_lengths([len(prompt_ids)], args.max_length, args.prompt_column, first_row=index)
+                self._counters[counter] += len(prompt_ids) + len(completion_ids) > args.max_length
             return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, INDEX_COLUMN: index}
 
+        if streaming:  # tokenized lazily, as the trainer reads it; the truncation count grows as it goes
+            self._counters[counter] = 0
+            return dataset.map(tokenize, with_indices=True)
         dataset = dataset.map(tokenize, with_indices=True, desc=f"Tokenizing {split} dataset")
         check_prompt_lengths([len(ids) for ids in dataset["prompt_ids"]], args.max_length, args.prompt_column)
         overlong = sum(p + c > args.max_length for p, c in zip(
             map(len, dataset["prompt_ids"]), map(len, dataset["completion_ids"])))
         if overlong:
             logger.warning(f"{overlong} {split} demonstrations exceed max_length={args.max_length} and are truncated.")
-        self._counters[f"data/{split}_expert_truncated"] = overlong
+        self._counters[counter] = overlong
         return dataset
 
     def _prepare_reference(self, ref_model):
@@ -403,10 +425,15 @@ class RASFTTrainer(_BaseTrainer):
         """Quantiles of the expert NLL on a sample of the training set, gathered from all processes."""
         args = self.args
         dataset = self.train_dataset
-        size = min(args.calibration_sample_size, len(dataset))
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:size]
-        shard = order[self.accelerator.process_index :: self.accelerator.num_processes].tolist()
-        sample = dataset.select(shard)
+        if isinstance(dataset, IterableDataset):  # streamed: the first rows (shuffle the stream to sample it)
+            rows = list(dataset.take(args.calibration_sample_size))
+            size = len(rows)
+            mine = rows[self.accelerator.process_index :: self.accelerator.num_processes]
+            sample = {key: [row[key] for row in mine] for key in ("prompt_ids", "completion_ids")}
+        else:
+            size = min(args.calibration_sample_size, len(dataset))
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:size]
+            sample = dataset.select(order[self.accelerator.process_index :: self.accelerator.num_processes].tolist())
         experts = [
             Trajectory(p, truncate_completion(p, c, args.max_length), i, True)
             for i, (p, c) in enumerate(zip(sample["prompt_ids"], sample["completion_ids"]))
@@ -550,6 +577,9 @@ class RASFTTrainer(_BaseTrainer):
             self._metrics["completions/mean_terminated_length"].append(finished_len / finished_count)
             self._metrics["completions/min_terminated_length"].append(-extremes[2])
             self._metrics["completions/max_terminated_length"].append(extremes[3])
+        elif count:  # every rollout was truncated: GRPO logs 0
+            for stat in ("mean", "min", "max"):
+                self._metrics[f"completions/{stat}_terminated_length"].append(0.0)
 
     def _filter(self, texts: list[str], completions: list[list[int]], K: int) -> list[str | None]:
         """Optional reference-implementation filters, per problem; counts every drop as `filters/<reason>`."""
@@ -600,6 +630,10 @@ class RASFTTrainer(_BaseTrainer):
             judged = [reward_value(r) for r in values]
             rewards[:, j] = torch.tensor([float("nan") if r is None else r for r in judged])
         combined = combine_rewards(rewards, self.reward_weights)  # [N]
+        if bool(torch.isnan(combined).all()):
+            logger.warning(f"Every reward function returned None for all {len(completions)} rollouts of this call "
+                           f"({self.reward_func_names}): none is judged (rollouts/unjudged). Check that the dataset "
+                           f"has the columns they read ({sorted(columns)} were passed).")
         if self.args.log_completions:
             self._completion_log.extend(zip(prompts, trl_texts, rewards.tolist(), combined.tolist()))
         return [None if math.isnan(r) else r for r in combined.tolist()], rewards
@@ -855,7 +889,10 @@ class RASFTTrainer(_BaseTrainer):
         self._metrics["pool/mean_size"].append(totals[4] / max(totals[3], 1))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.model.training and "loss" in logs:
+        """Merge the step metrics since the last log into a training log entry, and into the final one
+        (`train_runtime`) when steps ran after the last logging step, as GRPOTrainer does. GRPO's rollout keys are
+        always present while rollouts are on: NaN over an interval in which no rollout was drawn."""
+        if self.model.training and "loss" in logs or "train_runtime" in logs and self._metrics:
             now = time.perf_counter()
             wall = now - self._last_log_time
             self._last_log_time = now
@@ -872,9 +909,20 @@ class RASFTTrainer(_BaseTrainer):
                     if isinstance(value, (int, float)):
                         logs[prefix + key] = value
             self._metrics.clear()
+            if self.args.use_rollouts:
+                for key in self._rollout_log_keys():
+                    logs.setdefault(key, float("nan"))
             if self.args.log_completions:
                 self._log_completions_table()
         super().log(logs, start_time)
+
+    def _rollout_log_keys(self) -> list[str]:
+        """GRPO's rollout metric names (see `_log_trl_rollout_metrics`)."""
+        keys = ["reward", "reward_std"]
+        keys += [f"rewards/{name}/{stat}" for name in self.reward_func_names for stat in ("mean", "std")]
+        keys += [f"completions/{stat}_length" for stat in ("mean", "min", "max")]
+        keys += [f"completions/{stat}_terminated_length" for stat in ("mean", "min", "max")]
+        return keys + ["completions/clipped_ratio"]
 
     def _log_completions_table(self) -> None:
         """GRPO's `log_completions`: the rollouts verified since the last log, with their rewards, printed as a

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from typing import Any, Callable
 
 import torch
@@ -62,15 +63,23 @@ def resolve_reward_funcs(reward_funcs: Any, verifier: Any) -> tuple[list[Callabl
     return funcs, names
 
 
+TRL_REWARDS = ("accuracy_reward", "reasoning_accuracy_reward", "think_format_reward")
+
+
 def _named_reward(name: str, get_verifier: Callable) -> tuple[Callable, str]:
-    """A reward function named by a string: a registered verifier (`"math"`), or a dotted path to a function
-    (`"my_pkg.rewards.fn"`, as TRL's scripts take `reward_funcs`). A Hub id or a folder (a reward model, which
+    """A reward function named by a string: a registered verifier (`"math"`), one of TRL's reward functions by the
+    name TRL's scripts use (`"accuracy_reward"`), or a dotted path to a function (`"my_pkg.rewards.fn"`, as TRL's
+    scripts take `reward_funcs`). A Hub id or a folder (a reward model, which
     GRPOTrainer would load) is refused with the reason."""
     from .verifiers.base import registered_verifiers
 
     registered = registered_verifiers()
     if name in registered:
         return get_verifier(name), name
+    if name in TRL_REWARDS:  # the names TRL's `trl grpo` script takes
+        import trl.rewards
+
+        return getattr(trl.rewards, name), name
     if "/" in name or os.path.isdir(name):
         raise ValueError(
             f"reward_funcs={name!r} looks like a reward model (a Hub id or a folder). Reward models are not "
@@ -82,10 +91,13 @@ def _named_reward(name: str, get_verifier: Callable) -> tuple[Callable, str]:
     if module_name:
         import importlib
 
+        if os.getcwd() not in sys.path:  # as TRL's scripts: a module next to the recipe is found
+            sys.path.append(os.getcwd())
         try:
             func = getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError) as exc:
-            raise ValueError(f"reward_funcs={name!r}: cannot import {attribute!r} from {module_name!r} ({exc}).") from exc
+            raise ValueError(f"reward_funcs={name!r}: cannot import {attribute!r} from {module_name!r} "
+                             f"({exc}).") from exc
         if not callable(func):
             raise TypeError(f"reward_funcs={name!r} is not callable.")
         return func, attribute

@@ -104,4 +104,7 @@ def main(model_dir: str, out_dir: str, mode: str) -> None:
 
 
 if __name__ == "__main__":
+    from rasft_trl.distributed import end_distributed
+
     main(*sys.argv[1:4])
+    end_distributed()  # see rasft_trl.distributed.end_distributed

@@ -20,7 +20,7 @@ from tiny import math_rows
 from transformers import AutoTokenizer, TrainerCallback
 
 from rasft_trl import RASFTConfig, RASFTTrainer
-from rasft_trl.distributed import sharding_engine
+from rasft_trl.distributed import end_distributed, sharding_engine
 from rasft_trl.generation.base import SamplingSettings
 from rasft_trl.generation.transformers_backend import TransformersGeneration
 
@@ -81,3 +81,4 @@ if __name__ == "__main__":
                            callbacks=[callback])
     callback.trainer = trainer
     trainer.train()  # one step after the check: the engine still trains
+    end_distributed()  # see rasft_trl.distributed.end_distributed

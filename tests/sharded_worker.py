@@ -19,7 +19,7 @@ from ddp_worker import EchoBackend, correct_if_long
 from tiny import math_rows
 
 from rasft_trl import RASFTConfig, RASFTTrainer
-from rasft_trl.distributed import sharding_engine
+from rasft_trl.distributed import end_distributed, sharding_engine
 
 
 def settings(out_dir, batch_size, accumulation, max_steps, save_steps, recalibrate):
@@ -76,3 +76,4 @@ if __name__ == "__main__":
     # 2 processes x batch 1 x accumulation 2 = the single-process baseline's 1 x batch 4 x accumulation 1
     run(model_dir, out_dir, 1, 2, method, int(max_steps), int(save_steps), None if resume == "none" else True,
         int(recalibrate))
+    end_distributed()  # see rasft_trl.distributed.end_distributed

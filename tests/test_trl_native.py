@@ -78,7 +78,8 @@ def test_reward_functions_get_what_grpo_passes_and_combine_with_weights(tmp_path
         {"role": "assistant", "content": seen["completion"][0]["content"]}]
     assert isinstance(seen["ids"], list) and seen["step"] == 0
     assert log["custom/value"] == 3.0
-    assert log["reward"] == 0.5 and log["rewards/always/mean"] == 1.0 and "rewards/never_judges/mean" not in log
+    assert log["reward"] == 0.5 and log["rewards/always/mean"] == 1.0
+    assert math.isnan(log["rewards/never_judges/mean"])  # GRPO's nanmean over a function that judged nothing
     assert log["rollouts/accuracy"] == 0.0 and log["rollouts/unjudged"] == 0
     # log_completions: GRPO's table, one parquet file per logging step, with the extra column
     import pandas as pd

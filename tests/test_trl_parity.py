@@ -133,24 +133,149 @@ def test_a_reward_model_id_is_refused_with_the_reason(tmp_path, tiny_model_dir, 
             trainer_cls(tiny_model_dir, config(config_cls, tmp_path), rows, reward_funcs=name)
 
 
-def test_a_reward_function_by_dotted_path(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("trainer_cls, config_cls", TRAINERS)
+def test_a_reward_function_by_dotted_path(tmp_path, tiny_model_dir, trainer_cls, config_cls):
     """As TRL's scripts take `reward_funcs`: `module.function` (here a test helper on the tests' path)."""
-    trainer = RASFTTrainer(tiny_model_dir, config(RASFTConfig, tmp_path), Dataset.from_dict(math_rows(4)),
-                           reward_funcs=["ddp_worker.correct_if_long", "math"])
+    trainer = trainer_cls(tiny_model_dir, config(config_cls, tmp_path), Dataset.from_dict(math_rows(4)),
+                          reward_funcs=["ddp_worker.correct_if_long", "math"])
     assert trainer.reward_func_names == ["correct_if_long", "math"]
     from ddp_worker import correct_if_long
 
     assert trainer.reward_funcs[0] is correct_if_long
     with pytest.raises(ValueError, match="cannot import 'nope' from 'ddp_worker'"):
-        RASFTTrainer(tiny_model_dir, config(RASFTConfig, tmp_path), Dataset.from_dict(math_rows(4)),
-                     reward_funcs="ddp_worker.nope")
+        trainer_cls(tiny_model_dir, config(config_cls, tmp_path), Dataset.from_dict(math_rows(4)),
+                    reward_funcs="ddp_worker.nope")
 
 
-def test_beam_search_in_generation_kwargs_gives_k_rollouts(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("trainer_cls, config_cls", TRAINERS)
+def test_beam_search_in_generation_kwargs_gives_k_rollouts(tmp_path, tiny_model_dir, trainer_cls, config_cls):
     """`num_beams` below `num_rollouts`: generate refuses `num_return_sequences > num_beams`; each prompt runs K
     times instead, as GRPO does."""
-    args = config(RASFTConfig, tmp_path, num_rollouts=3, generation_kwargs={"num_beams": 2})
-    trainer = RASFTTrainer(tiny_model_dir, args, Dataset.from_dict(math_rows(4)), reward_funcs=half_correct)
+    args = config(config_cls, tmp_path, num_rollouts=3, generation_kwargs={"num_beams": 2})
+    trainer = trainer_cls(tiny_model_dir, args, Dataset.from_dict(math_rows(4)), reward_funcs=half_correct)
     trainer.train()
     log = trainer.state.log_history[0]
     assert log["rollouts/drawn"] == 3 * log["rollouts/problems"] > 0
+
+
+def streamed(rows: list[dict]):
+    from datasets import IterableDataset
+
+    return IterableDataset.from_generator(lambda: iter(rows))
+
+
+@pytest.mark.parametrize("trainer_cls, config_cls", TRAINERS)
+def test_a_streamed_dataset_trains_and_evaluates(tmp_path, tiny_model_dir, trainer_cls, config_cls):
+    """An `IterableDataset` (streaming) as training and evaluation set: tokenized and checked row by row as it is
+    read; the window is calibrated on the stream's first rows."""
+    rows = Dataset.from_dict(math_rows(4)).to_list()
+    trainer = trainer_cls(tiny_model_dir, config(config_cls, tmp_path, max_steps=2), streamed(rows),
+                          eval_dataset=streamed(rows), reward_funcs=half_correct)
+    trainer.train()
+    assert trainer.state.global_step == 2 and trainer.state.log_history[0]["rollouts/drawn"] > 0
+    assert trainer.evaluate()["eval_loss"] > 0
+    bad = [dict(row) for row in rows]
+    bad[2]["answer"] = 7  # found when the row is read
+    trainer = trainer_cls(tiny_model_dir, config(config_cls, tmp_path), streamed(bad), reward_funcs="math")
+    with pytest.raises(ValueError, match="Column 'answer', row 2: expected a string"):
+        trainer.train()
+
+
+def test_grpo_rollout_keys_are_in_every_log_and_late_steps_reach_the_last_one(tmp_path, tiny_model_dir, caplog):
+    """Code reading `log["reward"]` works on steps that drew no rollout (NaN there); the metrics of the steps after
+    the last logging step are merged into the final log entry; all-truncated rollouts log terminated lengths 0; a
+    step whose rewards are all None warns."""
+    import math
+    import logging
+
+    rows = Dataset.from_dict(math_rows(4))
+    # no in-window problem is routed to rollouts: no rollout is drawn
+    args = config(RASFTConfig, tmp_path / "none", rollout_fraction=0.0)
+    trainer = RASFTTrainer(tiny_model_dir, args, rows, reward_funcs=half_correct)
+    trainer.train()
+    log = trainer.state.log_history[0]
+    assert log["rollouts/drawn"] == 0
+    assert math.isnan(log["reward"]) and math.isnan(log["rewards/half_correct/mean"])
+    assert math.isnan(log["completions/mean_length"])
+
+    # 3 steps, logging every 2: step 3's metrics reach the final entry (train_runtime)
+    args = config(RASFTConfig, tmp_path / "late", max_steps=3, logging_steps=2, max_new_tokens=2,
+                  window_recalibration_steps=1)
+    trainer = RASFTTrainer(tiny_model_dir, args, rows, reward_funcs=lambda prompts, completions, **kw:
+                           [None] * len(completions))
+    with caplog.at_level(logging.WARNING):
+        trainer.train()
+    final = trainer.state.log_history[-1]
+    assert "train_runtime" in final and final["rollouts/drawn"] > 0
+    assert final["completions/mean_terminated_length"] == 0.0  # every rollout hit max_new_tokens=2
+    assert "Every reward function returned None" in caplog.text
+
+
+def test_a_moe_model_wrapped_by_peft_trains(tmp_path):
+    """A mixture-of-experts model (router logits on) already wrapped with PEFT: the fused head goes inside the
+    wrapper, and rollouts are sampled without the router's auxiliary loss (which fails on cached decoding)."""
+    from peft import LoraConfig, get_peft_model
+    from tiny import build_tokenizer
+    from transformers import AutoModelForCausalLM, MixtralConfig
+
+    tokenizer = build_tokenizer()
+    moe = MixtralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                        max_position_embeddings=256, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id, bos_token_id=None, output_router_logits=True)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(moe).save_pretrained(tmp_path / "moe")
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tmp_path / "moe"),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    trainer = RASFTTrainer(model, config(RASFTConfig, tmp_path / "out"), Dataset.from_dict(math_rows(4)),
+                           processing_class=tokenizer, reward_funcs=half_correct)
+    trainer.train()
+    assert trainer.state.log_history[0]["rollouts/drawn"] > 0
+    after = dict(trainer.model.named_parameters())
+    assert before and all(not torch.equal(before[n], after[n]) for n in before)
+
+
+@pytest.mark.parametrize("script", ["rasft", "srft", "grpo"])
+def test_recipes_name_reward_functions_as_trl_scripts_do(tmp_path, tiny_model_dir, script):
+    """`reward_funcs` in a recipe or on the command line: a registered verifier, one of TRL's by name, a dotted path."""
+    from importlib import import_module
+
+    module = import_module(f"rasft_trl.scripts.{script}")
+    flags = ["--model_name_or_path", tiny_model_dir, "--dataset_name", "builtin:arithmetic", "--max_train_samples",
+             "4", "--output_dir", str(tmp_path), "--max_steps", "1", "--per_device_train_batch_size", "2",
+             "--bf16", "false", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no",
+             "--reward_funcs", "math", "think_format_reward", "ddp_worker.correct_if_long"]
+    if script == "grpo":
+        flags += ["--num_generations", "2", "--max_completion_length", "4"]
+    else:
+        flags += ["--max_new_tokens", "4", "--max_length", "256", "--calibration_sample_size", "4"]
+    script_args, training_args, model_args = module.make_parser().parse_args_into_dataclasses(flags)
+    assert script_args.reward_funcs == ["math", "think_format_reward", "ddp_worker.correct_if_long"]
+    trainer = module.main(script_args, training_args, model_args)
+    names = trainer.reward_func_names if script != "grpo" else [f.__name__ if hasattr(f, "__name__") else
+                                                                  type(f).__name__ for f in trainer.reward_funcs]
+    assert names[1:] == ["think_format_reward", "correct_if_long"]
+
+
+def test_every_grpo_argument_has_a_row_in_coming_from_trl():
+    """docs/coming-from-trl.md maps every GRPOConfig field beyond TrainingArguments' and every GRPOTrainer argument
+    (a TRL upgrade that adds one fails here until the table says what it is in RASFT)."""
+    import dataclasses
+    import inspect
+    import os
+    import re
+
+    from transformers import TrainingArguments
+    from trl import GRPOConfig, GRPOTrainer
+
+    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "coming-from-trl.md")
+    text = open(docs).read()
+    table = text.split("### Every GRPOConfig and GRPOTrainer argument", 1)[1].split("\n## ", 1)[0]
+    named = {name for row in table.splitlines() if row.startswith("| `")
+             for name in re.findall(r"`(\w+)`", row.split(" | ")[0])}
+    base = {f.name for f in dataclasses.fields(TrainingArguments)}
+    grpo = {f.name for f in dataclasses.fields(GRPOConfig)} - base
+    trainer_args = set(inspect.signature(GRPOTrainer.__init__).parameters) - {"self"}
+    assert grpo - named == set() and trainer_args - named == set()
+    assert len(grpo) > 40

@@ -126,7 +126,13 @@ class TransformersGeneration:
             config.num_return_sequences = 1
         # Under ZeRO-3 and FSDP (1 or 2: torch marks `fully_shard` modules) transformers sets `synced_gpus`, so every
         # process runs as many decoding steps as the longest (tests/test_sharded.py checks the forward counts).
-        output = unwrapped.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)  # [P * K, Lp + new]; samples of one prompt are contiguous
+        extra = {}
+        if getattr(unwrapped.config.get_text_config(), "output_router_logits", False):
+            # MoE models configured to return router logits compute the load-balancing loss in every forward, which
+            # fails on cached decoding steps (the mask covers the whole sequence, the router logits one token)
+            extra["output_router_logits"] = False
+        output = unwrapped.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                                    **extra)  # [P * K, Lp + new]; samples of one prompt are contiguous
         generated = output[:, input_ids.size(1) :].cpu().tolist()
         stop = set(self.eos_token_ids)
         return [truncate_at_stop(ids, stop) for ids in generated]

@@ -6,7 +6,8 @@
 Data loading, prompts and model options are those of `rasft_trl.scripts.rasft`; the training keys are TRL's
 `GRPOConfig` (`num_generations`, `max_completion_length`, `beta`, `loss_type`, ...). The verifier named by `verifier`
 (`math`, `code`) is the reward: 1.0 for a verified answer, 0.0 otherwise, `None` (ignored by TRL) when a row cannot
-be judged, so GRPO's reward and the evaluation's accuracy are the same function.
+be judged, so GRPO's reward and the evaluation's accuracy are the same function. `reward_funcs` names other reward
+functions as TRL's `trl grpo` script does (TRL's by name, or a dotted import path).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig, ModelConfig, TrlParser
 from trl.trainer.utils import get_peft_config
 
-from .rasft import DataScriptArguments, load_train_dataset, prepare_model_settings, resume_argument
+from .rasft import DataScriptArguments, load_train_dataset, prepare_model_settings, resume_argument, reward_names
 
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     from trl import GRPOTrainer
 
     from ..distributed import enable_cpu_fsdp, sharding_engine
-    from ..verifiers import get_verifier
+    from ..rewards import resolve_reward_funcs
 
     enable_cpu_fsdp()  # an FSDP launch on CPU processes runs FSDP2 over gloo (see `rasft_trl.distributed`)
 
@@ -51,7 +52,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         dataset = dataset.rename_column(script_args.prompt_column, "prompt")
     trainer = GRPOTrainer(
         model=model_path,
-        reward_funcs=[get_verifier(script_args.verifier)],
+        reward_funcs=resolve_reward_funcs(reward_names(script_args), None)[0],
         args=training_args,
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -74,4 +75,7 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
+    from ..distributed import end_distributed
+
     main(*make_parser().parse_args_and_config())
+    end_distributed()

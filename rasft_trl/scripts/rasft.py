@@ -30,6 +30,10 @@ class DataScriptArguments(ScriptArguments):
     Args:
         data_files: local data files for `dataset_name: json` / `parquet` / `csv` (comma-separated).
         verifier: registered verifier name (`math`, `code`).
+        reward_funcs: reward functions by name, as TRL's scripts take them (overrides `verifier`): a registered
+            verifier (`math`, `code`), one of TRL's (`accuracy_reward`, `reasoning_accuracy_reward`,
+            `think_format_reward`) or a dotted import path (`my_pkg.rewards.fn`, found from the working directory
+            too); several are summed with `reward_weights`.
         max_train_samples: keep only the first N training rows (smoke runs).
         answer_column: column with the gold answer, copied to `answer` for the math verifier (a dotted name reaches
             into a struct column: `reward_model.ground_truth`).
@@ -39,6 +43,11 @@ class DataScriptArguments(ScriptArguments):
 
     data_files: str | None = field(default=None, metadata={"help": "Local data files (comma-separated)."})
     verifier: str = field(default="math", metadata={"help": "Registered verifier: math or code."})
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={"help": "Reward functions by name (overrides `verifier`): math, code, TRL's accuracy_reward, "
+                  "reasoning_accuracy_reward, think_format_reward, or a dotted import path (my_pkg.rewards.fn)."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
     answer_column: str = field(
         default="answer",
@@ -60,6 +69,11 @@ class DataScriptArguments(ScriptArguments):
 class RASFTScriptArguments(DataScriptArguments):
     """Script arguments of `rasft_trl.scripts.rasft` (and of the SFT-variant and SRFT scripts): the data arguments.
     `trust_remote_code` is the config's field, as in GRPOConfig."""
+
+
+def reward_names(script_args: DataScriptArguments) -> list[str]:
+    """The recipe's reward functions by name: `reward_funcs`, else `[verifier]`."""
+    return list(script_args.reward_funcs) if script_args.reward_funcs else [script_args.verifier]
 
 
 def load_train_dataset(script_args: DataScriptArguments, seed: int, prompt_column: str = "prompt"):
@@ -99,7 +113,7 @@ def column_value(row: dict, column: str):
 
 def to_rasft_format(dataset, script_args: DataScriptArguments, prompt_column: str = "prompt"):
     """Copy the gold column to `answer` and wrap plain prompts in chat messages when a system prompt is set."""
-    if script_args.answer_column != "answer" and script_args.verifier == "math":
+    if script_args.answer_column != "answer" and set(reward_names(script_args)) != {"code"}:
         dataset = dataset.map(lambda row: {"answer": column_value(row, script_args.answer_column)})
     template, system = script_args.prompt_template, script_args.system_prompt
     if template is not None or system is not None:
@@ -130,7 +144,7 @@ def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_ar
         args=training_args,
         train_dataset=load_train_dataset(script_args, training_args.seed, training_args.prompt_column),
         processing_class=tokenizer,
-        verifier=script_args.verifier if training_args.use_rollouts else None,
+        reward_funcs=reward_names(script_args) if training_args.use_rollouts else None,
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
@@ -184,6 +198,9 @@ def make_parser(config_cls=RASFTConfig) -> TrlParser:
 
 
 if __name__ == "__main__":
+    from ..distributed import end_distributed
+
     parser = make_parser()
     script_args, training_args, model_args = parser.parse_args_and_config()
     main(script_args, training_args, model_args)
+    end_distributed()

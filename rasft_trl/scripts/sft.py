@@ -22,4 +22,7 @@ def main(script_args, training_args, model_args):
 
 
 if __name__ == "__main__":
+    from ..distributed import end_distributed
+
     main(*make_parser().parse_args_and_config())
+    end_distributed()
