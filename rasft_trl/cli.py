@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--method", choices=METHODS, default="rasft",
                        help="rasft (RASFT and its ablations), sft (SFT, SFT+KL, DFT, ASFT, ProFiT via loss_type), "
                             "srft (SRFT) or grpo (TRL's GRPOTrainer with the verifier as reward)")
+    train.add_argument("--config", metavar="RECIPE",
+                       help="the recipe: a YAML file, or a shipped recipe's name (rasft-trl recipes); required")
     train.add_argument("-h", "--help", action="store_true", help="show the launcher's and the script's flags")
     sub.add_parser("demo", help="the CPU demo (rasft-trl demo --help)", add_help=False)
     sub.add_parser("eval", help="evaluate a model on the paper's benchmarks (rasft-trl eval --help)", add_help=False)
@@ -134,12 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Flags of `python -m rasft_trl.scripts.{args.method}` (recipe keys; flags override the recipe):\n")
         print(_script_help(args.method))
         return 0
-    rest = list(rest)
-    for i, item in enumerate(rest):
-        if item == "--config" and i + 1 < len(rest):
-            rest[i + 1] = resolve_recipe(rest[i + 1])
-        elif item.startswith("--config="):
-            rest[i] = "--config=" + resolve_recipe(item.split("=", 1)[1])
+    if not args.config:
+        raise SystemExit("rasft-trl train: --config RECIPE is required: a recipe file, or a shipped recipe's name "
+                         "(`rasft-trl recipes` lists them; smoke/tiny/config.yaml runs on a CPU).")
+    rest = ["--config", resolve_recipe(args.config), *rest]
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     env = dict(os.environ)
     if args.accelerate_config:

@@ -127,7 +127,7 @@ class RASFTConfig(_BaseConfig, metaclass=_ConfigMeta):
             code locally; only for repositories you trust). GRPOConfig's and SFTConfig's field.
         max_length (`int`, *optional*, defaults to `2048`):
             Maximum length in tokens of prompt + completion (paper: 2048). Expert demonstrations that exceed it are
-            truncated (counted as `data/expert_truncated`); a prompt that alone reaches it is rejected before training.
+            truncated (counted as `data/train_expert_truncated`); a prompt that alone reaches it is rejected before training.
         prompt_column (`str`, *optional*, defaults to `"prompt"`):
             Dataset column with the prompt: a string, or a list of chat messages (then the tokenizer's chat
             template is applied with a generation prompt).

@@ -1038,7 +1038,7 @@ class RASFTTrainer(_BaseTrainer):
             for key in ("rollouts/unjudged", "verifier/call_timeouts", "train/nonfinite_skipped"):
                 if self._counters.get(key):
                     parts.append(f"{key} {self._counters[key]:.0f}")
-        return "; ".join(parts) + f". Model in {self.args.output_dir}."
+        return "; ".join(parts) + "."
 
     def _get_train_sampler(self, train_dataset=None):
         if not self.args.shuffle_dataset:

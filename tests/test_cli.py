@@ -33,6 +33,10 @@ def test_smoke_recipe_runs_two_steps_through_accelerate_launch(tmp_path, tiny_mo
     calibration = json.loads((out / "checkpoint-2" / "rasft_state.json").read_text())["calibration"]
     assert calibration["num_samples"] == 16
     assert (out / "model.safetensors").exists()
+    # the end-of-training line claims no model; the script says where it saved one, after saving it
+    lines = result.stdout.splitlines()
+    finished = next(i for i, line in enumerate(lines) if line.startswith("RASFT finished 2 steps"))
+    assert "Model" not in lines[finished] and f"Model saved to {out}." in lines[finished + 1:]
 
 
 def test_cli_help_lists_commands():
@@ -158,3 +162,12 @@ def test_deepspeed_configs_without_deepspeed_name_the_extra(monkeypatch, tmp_pat
     fsdp1.write_text("distributed_type: FSDP\nfsdp_config:\n  fsdp_version: 1\n")
     with pytest.raises(SystemExit, match="FSDP2"):
         cpu_launch_settings(str(fsdp1), has_gpu=False)
+
+
+def test_train_without_config_says_so_in_one_line():
+    result = run_cli("train", "--accelerate_config", "cpu")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "rasft-trl train: --config RECIPE is required: a recipe file, or a shipped recipe's name (`rasft-trl "
+        "recipes` lists them; smoke/tiny/config.yaml runs on a CPU)."]
+    assert "--config RECIPE" in run_cli("train", "--help").stdout.split("\n\n")[0]  # in the usage line

@@ -12,7 +12,6 @@ functions as TRL's `trl grpo` script does (TRL's by name, or a dotted import pat
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig, ModelConfig, TrlParser
@@ -21,7 +20,6 @@ from trl.trainer.utils import get_peft_config
 from .rasft import DataScriptArguments, load_train_dataset, prepare_model_settings, resume_argument, reward_names
 
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,10 +61,10 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     if trainer.is_world_process_zero():
         engine = sharding_engine(trainer)
         where = "" if engine == "single" else f" ({engine}, {trainer.accelerator.num_processes} processes)"
-        print(f"GRPO finished {trainer.state.global_step} steps{where}. Model in {training_args.output_dir}.")
+        print(f"GRPO finished {trainer.state.global_step} steps{where}.")
+        print(f"Model saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
-    logger.info(f"Model saved to {training_args.output_dir}")
     return trainer
 
 

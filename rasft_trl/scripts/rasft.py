@@ -8,7 +8,6 @@ YAML values become defaults, command-line flags override them, unknown keys fail
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 
@@ -19,7 +18,6 @@ from ..prompts import format_prompt
 from ..rasft_config import RASFTConfig
 
 
-logger = logging.getLogger(__name__)
 BUILTIN_PREFIX = "builtin:"
 
 
@@ -153,7 +151,8 @@ def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_ar
         trainer.write_model_card(training_args.output_dir, dataset_name=script_args.dataset_name)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
-    logger.info(f"Model saved to {training_args.output_dir}")
+    if trainer.is_world_process_zero():  # after the save (the end-of-training line comes before it)
+        print(f"Model saved to {training_args.output_dir}.")
     return trainer
 
 
