@@ -175,9 +175,8 @@ class RASFTTrainer(_BaseTrainer):
         if eval_dataset is not None:
             eval_dataset = self._prepare_eval_datasets(eval_dataset, processing_class, args)
 
-        if isinstance(train_dataset, IterableDataset) or any(
-                isinstance(d, IterableDataset) for d in (eval_dataset.values() if isinstance(eval_dataset, dict)
-                                                          else [eval_dataset])):
+        eval_sets = list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset]
+        if any(isinstance(d, IterableDataset) for d in [train_dataset, *eval_sets]):
             # accelerate would read a streamed set on the main process and broadcast its batches, which must then be
             # tensors; RASFT's batches are rows (token lists, the verifier's columns): each process reads its shard
             args.accelerator_config.dispatch_batches = False
