@@ -152,9 +152,10 @@ class RASFTConfig(_BaseConfig, metaclass=_ConfigMeta):
         top_p (`float`, *optional*, defaults to `0.95`):
             Nucleus sampling of the rollouts: sample from the smallest set of tokens whose probability reaches
             `top_p` (paper: 0.95; `1.0` disables it).
-        top_k (`int`, *optional*, defaults to `0`):
+        top_k (`int` or `None`, *optional*, defaults to `0`):
             Top-k sampling of the rollouts: sample among the `top_k` most likely tokens; `0` (default, as in the
-            paper) disables it.
+            paper) or `None` disables it (`None` is read as 0, also as `generation_kwargs={"top_k": None}`, where
+            transformers would otherwise fall back to its default top-k of 50).
         repetition_penalty (`float`, *optional*, defaults to `1.1`):
             Repetition penalty of the rollouts (paper: 1.1; `1.0` disables it). The loss is unaffected: it uses
             the policy's own log-probabilities.
@@ -423,7 +424,7 @@ class RASFTConfig(_BaseConfig, metaclass=_ConfigMeta):
     num_rollouts: int = field(default=3, metadata={"help": "Rollouts K per selected problem (paper: 3)."})
     temperature: float = field(default=0.9, metadata={"help": "Rollout sampling temperature (paper: 0.9)."})
     top_p: float = field(default=0.95, metadata={"help": "Rollout nucleus sampling (paper: 0.95)."})
-    top_k: int = field(default=0, metadata={"help": "Rollout top-k sampling; 0 disables it."})
+    top_k: int | None = field(default=0, metadata={"help": "Rollout top-k sampling; 0 or None disables it."})
     repetition_penalty: float = field(default=1.1, metadata={"help": "Rollout repetition penalty (paper: 1.1)."})
     min_p: float | None = field(
         default=None,
@@ -611,7 +612,13 @@ class RASFTConfig(_BaseConfig, metaclass=_ConfigMeta):
         require(self.num_rollouts >= 1, f"num_rollouts must be >= 1, got {self.num_rollouts}.")
         require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}.")
         require(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}.")
-        require(self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}.")
+        if self.top_k is None:  # "no top-k" (the meaning of None in TRL's configs), not transformers' default 50
+            self.top_k = 0
+        if isinstance(self.generation_kwargs, dict) and "top_k" in self.generation_kwargs \
+                and self.generation_kwargs["top_k"] is None:
+            self.generation_kwargs = {**self.generation_kwargs, "top_k": 0}
+        require(isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0,
+                f"top_k must be an integer >= 0 (0 or None: no top-k), got {self.top_k!r}.")
         require(self.min_p is None or 0 <= self.min_p <= 1, f"min_p must be None or in [0, 1], got {self.min_p}.")
         require(self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}.")
         require(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")

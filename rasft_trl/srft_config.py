@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from .rasft_config import RASFTConfig, document_fields
-
+from .srft_losses import ROLLOUT_NORMALIZATIONS
 
 ENTROPY_TOKENS = ("all", "rollouts", "demonstrations")
 
@@ -34,6 +34,14 @@ class SRFTConfig(RASFTConfig):
             Learning-rate schedule (paper: a fixed learning rate).
         warmup_steps (`float`, *optional*, defaults to `0`):
             Linear warm-up steps (the paper names none).
+        max_new_tokens (`int`, *optional*, defaults to `8192`):
+            Rollout length budget (paper: 8,192).
+        max_length (`int`, *optional*, defaults to `16384`):
+            Longest prompt + completion trained on (the paper's context window of 16,384 after its RoPE change, which
+            holds a prompt and an 8,192-token rollout). A demonstration longer than this is cut (counted in
+            `data/train_expert_truncated`); a rollout that does not fit is left out of its group's statistics and of
+            every term (counted in `rollouts/too_long`), never kept in one and dropped from the other. The trainer
+            warns at construction when the longest prompt plus `max_new_tokens` exceeds it.
         num_rollouts (`int`, *optional*, defaults to `8`):
             Rollouts `G` per problem (paper: 8). With one demonstration the group `G_aug` has `G + 1` members. Each
             micro-batch holds `per_device_train_batch_size` problems with `G + 1` sequences each.
@@ -46,7 +54,7 @@ class SRFTConfig(RASFTConfig):
         mask_truncated_completions (`bool`, *optional*, defaults to `False`):
             `False` (as in GRPO): a rollout cut at `max_new_tokens` is judged like any other, so an unfinished answer
             is a negative. `True` leaves truncated rollouts out of the positive and negative terms (they still count
-            in the group's rewards).
+            in the group's rewards, as TRL's GRPO does).
 
         > Parameters of the SRFT loss
 
@@ -60,6 +68,12 @@ class SRFTConfig(RASFTConfig):
             The constant of `w_SFT` (paper: 0.5).
         rl_weight_scale (`float`, *optional*, defaults to `0.1`):
             The constant of `w_RL` (paper: 0.1).
+        rollout_normalization (`str`, *optional*, defaults to `"per_term"`):
+            What divides the positive and negative rollout terms: `"per_term"`, each its own token count of the step
+            (Eq. 12 as written: an expectation over the correct rollouts plus one over the incorrect ones);
+            `"shared"`, both the step's count of all rollout tokens (the first line of Eq. 11 read as one
+            expectation over all rollouts, as verl's token mean does). Per term, a negative token weighs `n+ / n-`
+            times its shared weight: 9x at 90% rollout accuracy, 1/9 at 10% (see docs/srft.md).
         negative_weight (`float`, *optional*, defaults to `1.0`):
             Weight of the negative-rollout term `mean[log pi(y-)]`. 1.0 follows Eq. 12 as written (derived in Eq. 11
             from rewards in {+1, -1}); 0.0 is the reading with the paper's reward {1, 0} (Eq. A2), under which
@@ -84,6 +98,8 @@ class SRFTConfig(RASFTConfig):
     learning_rate: float = field(default=1e-6, metadata={"help": "Initial learning rate (paper: 1e-6)."})
     lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule."})
     warmup_steps: float = field(default=0, metadata={"help": "Linear warm-up steps."})
+    max_new_tokens: int = field(default=8192, metadata={"help": "Rollout length budget (paper: 8192)."})
+    max_length: int = field(default=16384, metadata={"help": "Longest prompt + completion (paper's window: 16384)."})
     num_rollouts: int = field(default=8, metadata={"help": "Rollouts G per problem (paper: 8)."})
     temperature: float = field(default=1.0, metadata={"help": "Rollout sampling temperature."})
     top_p: float = field(default=1.0, metadata={"help": "Rollout nucleus sampling."})
@@ -93,6 +109,8 @@ class SRFTConfig(RASFTConfig):
     entropy_weight_rl: bool = field(default=True, metadata={"help": "w_RL = 0.1 exp(H); False: 1.0."})
     sft_weight_scale: float = field(default=0.5, metadata={"help": "Constant of w_SFT."})
     rl_weight_scale: float = field(default=0.1, metadata={"help": "Constant of w_RL."})
+    rollout_normalization: str = field(default="per_term", metadata={"help": "Token count of the rollout terms: "
+                                                                       "per_term or shared."})
     negative_weight: float = field(default=1.0, metadata={"help": "Weight of the negative-rollout term."})
     demo_rl: bool = field(default=True, metadata={"help": "Include the off-policy RL term on demonstrations."})
     demo_reward: float = field(default=1.0, metadata={"help": "Reward of the demonstration in its group."})
@@ -113,6 +131,9 @@ class SRFTConfig(RASFTConfig):
             raise ValueError("sft_weight_scale, rl_weight_scale and negative_weight must be >= 0.")
         if self.advantage_epsilon <= 0:
             raise ValueError(f"advantage_epsilon must be > 0, got {self.advantage_epsilon}.")
+        if self.rollout_normalization not in ROLLOUT_NORMALIZATIONS:
+            raise ValueError(f"rollout_normalization must be one of {ROLLOUT_NORMALIZATIONS}, got "
+                             f"{self.rollout_normalization!r}.")
         if self.entropy_tokens not in ENTROPY_TOKENS:
             raise ValueError(f"entropy_tokens must be one of {ENTROPY_TOKENS}, got {self.entropy_tokens!r}.")
         for name in ("entropy_weight_sft", "entropy_weight_rl", "demo_rl"):
@@ -120,4 +141,4 @@ class SRFTConfig(RASFTConfig):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}.")
 
 
-document_fields(SRFTConfig, {"entropy_tokens": ENTROPY_TOKENS})
+document_fields(SRFTConfig, {"entropy_tokens": ENTROPY_TOKENS, "rollout_normalization": ROLLOUT_NORMALIZATIONS})

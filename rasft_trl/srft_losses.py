@@ -14,7 +14,8 @@ Plain tensors in, tensors out: nothing here calls a model. Shapes: `N` trajector
 - Eq. 13: `L = L1 + L2 + L3 + L4`.
 
 "mean" is a token mean over the term's tokens of the whole optimizer step: each term takes the step's token count of
-its own set (`num_tokens`) so that gradient accumulation and several processes give the loss of the whole step.
+its own set (`num_tokens`) so that gradient accumulation and several processes give the loss of the whole step. The
+two rollout terms may instead share one count, all rollout tokens of the step (`rollout_token_counts`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,34 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     std = (squares.sum(-1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()  # [P, 1]
     advantages = (values - mean) / (std + eps)
     return torch.where(judged & (count > 1), advantages, torch.zeros_like(advantages))
+
+
+ROLLOUT_NORMALIZATIONS = ("per_term", "shared")
+
+
+def rollout_token_counts(
+    num_positive: float, num_negative: float, normalization: str = "per_term"
+) -> tuple[float, float]:
+    """The token counts that divide the positive and the negative rollout term (Eq. 12) of a step.
+
+    - `"per_term"`: each term by its own count, `(n+, n-)`, Eq. 12 as written: two expectations, one over the correct
+      rollouts and one over the incorrect ones.
+    - `"shared"`: both by all rollout tokens, `(n+ + n-, n+ + n-)`, the first line of Eq. 11 as one expectation over
+      all rollouts (and verl's token mean over a batch, which the authors built on).
+
+    Relative to a positive token, a negative token is pushed `n+ / (w_RL n-)` times as hard per term and `1 / w_RL`
+    times shared: the per-term push on negatives grows with rollout accuracy (at 90% accuracy and equal lengths,
+    9x the shared one; at 10%, 1/9).
+
+    Returns:
+        `(positive count, negative count)`, each at least 1.
+    """
+    if normalization not in ROLLOUT_NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {ROLLOUT_NORMALIZATIONS}, got {normalization!r}.")
+    if normalization == "shared":
+        both = max(float(num_positive) + float(num_negative), 1.0)
+        return both, both
+    return max(float(num_positive), 1.0), max(float(num_negative), 1.0)
 
 
 def _normalizer(mask: torch.Tensor, num_tokens: float | torch.Tensor | None) -> torch.Tensor | float:

@@ -13,11 +13,15 @@ checkpoints and resuming are RASFTTrainer's.
 from __future__ import annotations
 
 import torch
+from transformers.utils import logging
+
 
 from . import srft_losses
 from .data import INDEX_COLUMN, Trajectory, collate_trajectories, truncate_completion
 from .rasft_trainer import RASFTTrainer, check_args_position
 from .srft_config import SRFTConfig
+
+logger = logging.get_logger(__name__)
 
 DEMO, POSITIVE, NEGATIVE = 0, 1, 2
 
@@ -58,6 +62,22 @@ class SRFTTrainer(RASFTTrainer):
         if not isinstance(args, SRFTConfig):
             raise TypeError(f"SRFTTrainer needs an SRFTConfig, got {type(args).__name__}.")
         super().__init__(model, args, *pos, **kwargs)
+        self._warn_if_rollouts_cannot_fit()
+
+    def _warn_if_rollouts_cannot_fit(self) -> None:
+        """Warn once when the longest prompt plus `max_new_tokens` exceeds `max_length`: such rollouts are left out
+        of their group and of every term (`rollouts/too_long`)."""
+        dataset = self.train_dataset
+        if dataset is None or not hasattr(dataset, "__len__") or "prompt_ids" not in (dataset.column_names or []):
+            return
+        longest = max((len(ids) for ids in dataset["prompt_ids"]), default=0)
+        if longest + self.args.max_new_tokens > self.args.max_length:
+            logger.warning(
+                f"The longest prompt ({longest} tokens) plus max_new_tokens={self.args.max_new_tokens} exceeds "
+                f"max_length={self.args.max_length}: rollouts that do not fit are left out of their group's "
+                "statistics and of every loss term (counted in rollouts/too_long). Raise max_length to at least "
+                f"{longest + self.args.max_new_tokens} to train on every rollout."
+            )
 
     # ------------------------------------------------------------------ one optimizer step
 
@@ -72,27 +92,28 @@ class SRFTTrainer(RASFTTrainer):
             for g, row in enumerate(rows)
         ]
         completions, rewards, truncated, _ = self._sample_and_verify(rows, demos, list(range(len(rows))), G)
+        # A judged rollout longer than max_length cannot be trained on: it leaves its group's statistics too, so that
+        # no rollout is counted in the group while dropped from the terms (long rollouts are more often wrong).
+        fits = [len(demos[i // G].prompt_ids) + len(c) <= args.max_length for i, c in enumerate(completions)]
+        too_long = sum(r is not None and not f for r, f in zip(rewards, fits))
         # Eqs. 6, 7: the demonstration joins its rollout group; unjudged rollouts (NaN) stay out of the statistics.
         group_rewards = torch.full((len(rows), G + 1), float("nan"))  # [P, G + 1], demonstration last
         for i, reward in enumerate(rewards):
-            if reward is not None:
+            if reward is not None and fits[i]:
                 group_rewards[i // G, i % G] = float(reward)
         group_rewards[:, G] = args.demo_reward
         advantages = srft_losses.group_advantages(group_rewards, args.advantage_epsilon)  # [P, G + 1]
 
         micro = [[] for _ in raw_batches]  # per micro-batch: (trajectory, role, advantage)
-        too_long = masked_truncated = 0
+        masked_truncated = 0
         for g, demo in enumerate(demos):
             micro[micro_of[g]].append((demo, DEMO, float(advantages[g, G])))
             for k in range(G):
                 i = g * G + k
-                if rewards[i] is None:
-                    continue  # filtered out or not judged: neither positive nor negative
+                if rewards[i] is None or not fits[i]:
+                    continue  # filtered out, not judged or too long: neither positive nor negative, not in the group
                 if args.mask_truncated_completions and truncated[i]:
-                    masked_truncated += 1
-                    continue
-                if len(demo.prompt_ids) + len(completions[i]) > args.max_length:
-                    too_long += 1
+                    masked_truncated += 1  # in the group's statistics (as TRL's GRPO), out of the terms
                     continue
                 role = POSITIVE if rewards[i] >= args.correct_threshold else NEGATIVE
                 rollout = Trajectory(demo.prompt_ids, completions[i], group_id=g, is_expert=False)
@@ -158,24 +179,31 @@ class SRFTTrainer(RASFTTrainer):
         entropy_rows = {"all": torch.ones_like(is_demo), "rollouts": ~is_demo, "demonstrations": is_demo}
         entropy_mask = mask * entropy_rows[args.entropy_tokens]  # [B, T-1]
         entropy = output.entropy.detach().float() * entropy_mask  # [B, T-1], no gradient
-        entropy_sum, entropy_count = self._global_sum([float(entropy.sum()), float(entropy_mask.sum())])
-        mean_entropy = entropy_sum / max(entropy_count, 1.0)
-        w_sft, w_rl = srft_losses.entropy_weights(mean_entropy, args.sft_weight_scale, args.rl_weight_scale,
-                                                  args.entropy_weight_sft, args.entropy_weight_rl)
 
+        n_pos, n_neg = srft_losses.rollout_token_counts(counts[POSITIVE], counts[NEGATIVE], args.rollout_normalization)
+        # the terms before their entropy weights (w_SFT, w_RL are stop-gradient scalars, so the weighted terms are
+        # these times the weights); with gradient, this process's share of the step's value
         terms = {
-            "demo_sft": srft_losses.demo_sft_term(logps, mask * is_demo, w_sft, counts[DEMO]),
-            "pos": srft_losses.positive_term(logps, mask * is_pos, w_rl, counts[POSITIVE]),
-            "neg": srft_losses.negative_term(logps, mask * is_neg, args.negative_weight, counts[NEGATIVE]),
+            "demo_sft": srft_losses.demo_sft_term(logps, mask * is_demo, 1.0, counts[DEMO]),
+            "pos": srft_losses.positive_term(logps, mask * is_pos, 1.0, n_pos),
+            "neg": srft_losses.negative_term(logps, mask * is_neg, args.negative_weight, n_neg),
         }
         if args.demo_rl:
             advantages = inputs["srft_advantage"].to(logps.device)  # [B]
             terms["demo_rl"] = srft_losses.demo_rl_term(logps, mask * is_demo, advantages, counts[DEMO])
-        loss = sum(terms.values())
-        # each micro-batch carries its share of the step's term: the mean share x micro-batches is the step's value
+        # one collective for the entropy of the micro-batch and the terms' values summed over processes
+        totals = self._global_sum([float(entropy.sum()), float(entropy_mask.sum()),
+                                   *(float(v.detach()) for v in terms.values())])
+        mean_entropy = totals[0] / max(totals[1], 1.0)
+        w_sft, w_rl = srft_losses.entropy_weights(mean_entropy, args.sft_weight_scale, args.rl_weight_scale,
+                                                  args.entropy_weight_sft, args.entropy_weight_rl)
+        weights = {"demo_sft": w_sft, "pos": w_rl}
+        loss = sum(weights.get(name, 1.0) * value for name, value in terms.items())
+        # each micro-batch's all-process value is its share of the step's term: x micro-batches, their mean over the
+        # step (what the log reports) is the step's value
         share = float(inputs["srft_micro_batches"])
-        for name, value in terms.items():
-            self._metrics[f"srft/loss_{name}"].append(float(value.detach()) * share)
+        for (name, _), total in zip(terms.items(), totals[2:]):
+            self._metrics[f"srft/loss_{name}"].append(weights.get(name, 1.0) * total * share)
         self._metrics["srft/entropy"].append(mean_entropy)
         self._metrics["srft/w_sft"].append(w_sft)
         self._metrics["srft/w_rl"].append(w_rl)

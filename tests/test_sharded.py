@@ -296,3 +296,44 @@ def test_zero3_run_killed_after_a_checkpoint_resumes_exactly(tmp_path, tiny_mode
     # uninterrupted run recalibrated there too (every 3 steps); its counter starts from 0
     if checkpoint % 3:
         assert resumed["calibrations"][checkpoint] == 0, (checkpoint, resumed["calibrations"])
+
+
+# ------------------------------------------------------------------ SRFT: the entropy under sharding
+
+
+@pytest.fixture(scope="module")
+def srft_single_process(tmp_path_factory, tiny_model_dir):
+    """SRFT on one process, batch 2 x accumulation 2: the micro-batches of 2 processes x batch 1 x accumulation 2."""
+    out = tmp_path_factory.mktemp("single-srft")
+    code = f"import srft_worker as w; w.run({tiny_model_dir!r}, {str(out)!r}, 2, 2, 2)"
+    env = dict(cli_env(), PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads((out / "result.json").read_text()), weights(out)
+
+
+@pytest.mark.parametrize("engine", ["zero3", "fsdp"])
+def test_srft_entropy_and_losses_under_sharding_equal_one_process(tmp_path, tiny_model_dir, srft_single_process,
+                                                                   engine):
+    """SRFT's entropy weights read the policy entropy from the fused LM head inside the forward (the head's weight
+    read outside it is empty under ZeRO-3 and a shard under FSDP2): the entropy, every term, the losses and the
+    weights of 2 sharded steps equal one process's."""
+    from rasft_trl.cli import cpu_launch_settings, resolve_accelerate_config
+
+    config = resolve_accelerate_config(engine)
+    flags, env_updates, _ = cpu_launch_settings(config, has_gpu=False)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, *flags,
+               "--num_processes", "2", "--main_process_port", str(free_port()),
+               os.path.join(HERE, "srft_worker.py"), tiny_model_dir, str(tmp_path), "1", "2", "2"]
+    env = dict(cli_env(), **env_updates, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, failure(result)
+    sharded = json.loads((tmp_path / "result.json").read_text())
+    single, single_weights = srft_single_process
+    assert sharded["engine"] == ENGINES[engine] and sharded["processes"] == 2 and single["engine"] == "single"
+    assert sharded["losses"] == pytest.approx(single["losses"], rel=LOSS_RTOL)
+    for step_sharded, step_single in zip(sharded["terms"], single["terms"], strict=True):
+        assert step_single["srft/entropy"] > 0
+        for key, value in step_single.items():
+            assert step_sharded[key] == pytest.approx(value, rel=LOSS_RTOL, abs=1e-7), key
+    assert_same_weights(weights(tmp_path), single_weights)
