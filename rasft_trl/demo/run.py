@@ -15,6 +15,7 @@ import argparse
 import gc
 import logging
 import os
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..evaluation.generate import cpu_has_native_bf16
+from ..scripts.flags import either_spelling
 from .warmstart import WarmStartSettings
 
 #: prompt + completion budget in tokens: prompts are under 110 tokens, rollouts at most `rollout_max_new_tokens`
@@ -168,7 +170,7 @@ def parse_args(argv: list[str] | None = None) -> DemoArgs:
         "bf16, else fp32); training keeps its own precision",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    ns = parser.parse_args(argv)
+    ns = parser.parse_args(either_spelling(parser, list(sys.argv[1:] if argv is None else argv)))  # - or _
     values = vars(ns)
     values["window_start"], values["window_end"] = tuple(values["window_start"]), tuple(values["window_end"])
     args = DemoArgs(**values)

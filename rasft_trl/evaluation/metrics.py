@@ -67,3 +67,40 @@ def mean_accuracy(correct_per_problem: Sequence[Sequence[bool]]) -> float:
     if total == 0:
         return 0.0
     return sum(sum(bool(x) for x in samples) for samples in correct_per_problem) / total
+
+
+def accuracy_interval(
+    correct_per_problem: Sequence[Sequence[bool]], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> dict[str, float | None]:
+    """Standard error and a percentile-bootstrap interval of the mean accuracy, with problems as the unit.
+
+    The samples of one problem are not independent (they share its difficulty), so both resample problems: the
+    standard error is `sd(a_i) / sqrt(n)` over the per-problem accuracies `a_i = c_i / n_i` (sample sd, `n - 1`),
+    and the interval is the `(1 - confidence) / 2` and `(1 + confidence) / 2` quantiles of the mean accuracy over
+    `resamples` bootstrap draws of `n` problems with replacement (seeded: the same numbers on every run).
+
+    Returns:
+        `{"stderr": ..., "ci_low": ..., "ci_high": ...}`; `None` values with fewer than two problems.
+    """
+    import math
+    import random
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
+    per_problem = [(sum(bool(x) for x in s), len(s)) for s in correct_per_problem if len(s)]
+    n = len(per_problem)
+    if n < 2:
+        return {"stderr": None, "ci_low": None, "ci_high": None}
+    rates = [c / m for c, m in per_problem]
+    mean = sum(rates) / n
+    stderr = math.sqrt(sum((r - mean) ** 2 for r in rates) / (n - 1) / n)
+    rng = random.Random(seed)
+    means = sorted(  # mean accuracy over all samples of the drawn problems (= mean_accuracy of the draw)
+        (lambda draw: sum(per_problem[i][0] for i in draw) / sum(per_problem[i][1] for i in draw))(
+            [rng.randrange(n) for _ in range(n)]
+        )
+        for _ in range(resamples)
+    )
+    low = means[int(math.floor((1 - confidence) / 2 * (resamples - 1)))]
+    high = means[int(math.ceil((1 + confidence) / 2 * (resamples - 1)))]
+    return {"stderr": stderr, "ci_low": low, "ci_high": high}

@@ -4,7 +4,8 @@
     rasft-trl eval --model outputs/Qwen2.5-Coder-3B-RASFT-code --benchmarks humaneval,mbpp --backend vllm
 
 Defaults follow the paper (16 samples per problem, temperature 1.0, up to 4096 new tokens, mean accuracy). Offline,
-give each benchmark a local file in its Hub schema: `--data-file math500=MATH-500.jsonl`.
+give each benchmark a local file in its Hub schema: `--data-file math500=MATH-500.jsonl`. Every flag may be written
+with dashes or underscores (`--output-dir`, `--output_dir`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 
 from ..evaluation.benchmarks import BENCHMARKS, PAPER_BENCHMARKS
 from ..evaluation.generate import BACKENDS
+from .flags import either_spelling
 
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
@@ -54,15 +56,16 @@ def make_parser() -> argparse.ArgumentParser:
     add("--benchmarks", default=",".join(PAPER_BENCHMARKS),
         help=f"comma list from: {', '.join(BENCHMARKS)} (default: the paper's Table 1, %(default)s)")
     add("--limit", type=int, default=None, help="evaluate only the first N problems of each benchmark")
-    add("--num-samples", type=int, default=16, help="samples per problem (paper: %(default)s)")
+    add("--num-samples", type=int, default=None, help="samples per problem (default: the paper's 16; 1 at "
+        "--temperature 0, where more would repeat one greedy response)")
     add("--temperature", type=float, default=1.0, help="sampling temperature, 0 = greedy (paper: %(default)s)")
     add("--top-p", type=float, default=1.0, help="nucleus sampling (default: %(default)s, i.e. off)")
     add("--max-new-tokens", type=int, default=4096, help="generation budget per sample (paper: %(default)s)")
     add("--backend", choices=BACKENDS, default="auto", help="vllm, transformers, or auto (vLLM when it imports)")
     add("--output-dir", default="eval_results", help="run.json, samples.jsonl, results.json (default: %(default)s)")
     add("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-    add("--recipe", default=None, help="training recipe YAML whose system_prompt / prompt_template to use, so the "
-        "model is prompted as it was trained")
+    add("--recipe", default=None, help="training recipe (a YAML file, or a shipped recipe's name as `rasft-trl "
+        "recipes` lists it) whose system_prompt / prompt_template to use, so the model is prompted as it was trained")
     add("--system-prompt", default=None, help="system line for every benchmark ('' = none); default: the recipes' "
         "line of each benchmark's domain (rasft_trl.prompts)")
     add("--prompt-template", default=None, help="format string with {prompt}, applied to each question first "
@@ -95,7 +98,9 @@ def config_from_args(args: argparse.Namespace):
     if args.recipe:
         import yaml
 
-        with open(args.recipe) as handle:
+        from ..shipped import find_recipe
+
+        with open(find_recipe(args.recipe)) as handle:
             recipe = yaml.safe_load(handle) or {}
         system_prompt = recipe.get("system_prompt", "") if system_prompt is None else system_prompt
         prompt_template = recipe.get("prompt_template") if prompt_template is None else prompt_template
@@ -124,10 +129,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("rasft_trl").setLevel(logging.INFO)
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(either_spelling(parser, list(sys.argv[1:] if argv is None else argv)))
     try:
         config = config_from_args(args)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"rasft-trl eval: {exc}") from exc
     try:
         results = run_eval(config)
@@ -139,8 +145,11 @@ def main(argv: list[str] | None = None) -> dict:
         curve = bench["pass@k"]
         shown = ", ".join(f"pass@{k} {100 * curve[k]:.2f}" for k in sorted(curve, key=int)
                           if int(k) in {1, 2, 4, 8, 16, 32, 64} or int(k) == len(curve))
-        print(f"{name}: {bench['num_problems']} problems x {bench['samples_per_problem']} samples; {shown}; "
-              f"unjudged {bench['num_unjudged']}, hit max_new_tokens {bench['num_truncated']}")
+        spread = ("" if bench["stderr"] is None else f" +/- {100 * bench['stderr']:.2f} (s.e.), 95% interval "
+                  f"[{100 * bench['ci_low']:.2f}, {100 * bench['ci_high']:.2f}]")
+        print(f"{name}: {100 * bench['accuracy']:.2f}{spread}; {bench['num_problems']} problems x "
+              f"{bench['samples_per_problem']} samples; {shown}; unjudged {bench['num_unjudged']}, hit "
+              f"max_new_tokens {bench['num_truncated']}")
     print(
         f"\n{run['generated']} samples generated ({run['backend'] or 'no model loaded'}), {run['reused']} reused from "
         f"an earlier run; generation {run['generation_seconds']:.0f} s, verification "

@@ -12,14 +12,24 @@ functions as TRL's `trl grpo` script does (TRL's by name, or a dotted import pat
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig, ModelConfig, TrlParser
 from trl.trainer.utils import get_peft_config
 
-from .rasft import DataScriptArguments, load_train_dataset, prepare_model_settings, resume_argument, reward_names
-
-
+from .rasft import (
+    DataScriptArguments,
+    RecipeError,
+    card_dataset,
+    load_train_dataset,
+    prepare_model_settings,
+    resume_argument,
+    reward_names,
+    run,
+    saved_line,
+    usage,
+)
 
 
 @dataclass
@@ -35,45 +45,58 @@ class GRPOScriptArguments(DataScriptArguments):
                                                                      "`prompt` for GRPOTrainer)."})
 
 
-def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelConfig):
-    """Load model, tokenizer and data as the recipe says, train GRPO with the verifier as reward, save."""
+def grpo_trainer_class():
+    """TRL's `GRPOTrainer`, whose model card names the base model and the dataset as they are
+    (`rasft_trl.model_card`)."""
     from trl import GRPOTrainer
 
+    from ..model_card import CardSourcesMixin
+
+    return type("GRPOTrainer", (CardSourcesMixin, GRPOTrainer), {"__doc__": grpo_trainer_class.__doc__})
+
+
+def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelConfig):
+    """Load model, tokenizer and data as the recipe says, train GRPO with the verifier as reward, save. A problem
+    found before training is a `RecipeError` (see `rasft_trl.scripts.rasft.build_trainer`)."""
     from ..distributed import enable_cpu_fsdp, sharding_engine
     from ..rewards import resolve_reward_funcs
 
     enable_cpu_fsdp()  # an FSDP launch on CPU processes runs FSDP2 over gloo (see `rasft_trl.distributed`)
 
-    model_path, tokenizer = prepare_model_settings(script_args, training_args, model_args)
+    resume = resume_argument(training_args.resume_from_checkpoint)
     dataset = load_train_dataset(script_args, training_args.seed, script_args.prompt_column)
     if script_args.prompt_column != "prompt":
         dataset = dataset.rename_column(script_args.prompt_column, "prompt")
-    trainer = GRPOTrainer(
-        model=model_path,
-        reward_funcs=resolve_reward_funcs(reward_names(script_args), None)[0],
-        args=training_args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-    )
-    trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
+    model_path, tokenizer = prepare_model_settings(script_args, training_args, model_args)
+    try:
+        trainer = grpo_trainer_class()(
+            model=model_path,
+            reward_funcs=resolve_reward_funcs(reward_names(script_args), None)[0],
+            args=training_args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=get_peft_config(model_args),
+        )
+    except (ValueError, ImportError) as exc:
+        raise RecipeError(str(exc)) from exc
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         engine = sharding_engine(trainer)
         where = "" if engine == "single" else f" ({engine}, {trainer.accelerator.num_processes} processes)"
         print(f"GRPO finished {trainer.state.global_step} steps{where}.")
-        print(f"Model saved to {training_args.output_dir}.")
+        trainer.create_model_card(model_name=os.path.basename(os.path.normpath(training_args.output_dir)),
+                                  dataset_name=card_dataset(script_args))
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        trainer.push_to_hub(dataset_name=card_dataset(script_args))
+    if trainer.is_world_process_zero():  # last: after the save and the push
+        print(saved_line(trainer, training_args.output_dir, pushed=training_args.push_to_hub))
     return trainer
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig))
+    return TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig), prog="rasft-trl train", usage=usage("grpo"))
 
 
 if __name__ == "__main__":
-    from ..distributed import end_distributed
-
-    main(*make_parser().parse_args_and_config())
-    end_distributed()
+    run(make_parser, main, "grpo")

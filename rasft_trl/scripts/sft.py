@@ -9,10 +9,11 @@ from __future__ import annotations
 from ..baselines.sft_variants import SFTVariantConfig
 from .rasft import main as run_recipe
 from .rasft import make_parser as make_rasft_parser
+from .rasft import run
 
 
 def make_parser():
-    return make_rasft_parser(SFTVariantConfig)
+    return make_rasft_parser(SFTVariantConfig, "sft")
 
 
 def main(script_args, training_args, model_args):
@@ -22,7 +23,4 @@ def main(script_args, training_args, model_args):
 
 
 if __name__ == "__main__":
-    from ..distributed import end_distributed
-
-    main(*make_parser().parse_args_and_config())
-    end_distributed()
+    run(make_parser, main, "sft")

@@ -12,13 +12,29 @@ process copies locks that may be held by threads that do not exist in the child,
 fork server is a fresh single-threaded process, so forking workers from it is both safe and cheap. Workers start
 without the user's `__main__` module (see `_main_module_hidden`), so a training script without a main guard, `python
 -c` and notebooks all work.
+
+Dying with the trainer: the trainer enforces the deadlines, so a worker must not outlive it, even one that is busy
+in a single C call (sympy evaluating `9^{9^{9^9}}` holds the GIL in one big-integer power: no Python code, no thread
+of the worker runs until it returns, far past any timeout). Two kernel mechanisms, neither of which
+needs the worker to run any code:
+
+- Forkserver workers (Linux) carry `PR_SET_PDEATHSIG` = SIGKILL relative to their parent, the single-threaded fork
+  server, and they close their copy of the fork server's "alive" pipe (`_release_fork_server`). The fork server exits
+  when every holder of that pipe's write end is gone; CPython hands a copy to each forked process, so with the copies
+  kept the fork server waited for its busy workers and they for it, for ever. Without them it exits as soon as the
+  trainer does (SIGKILL, SIGTERM, Ctrl-C or a normal exit), and the kernel kills the workers.
+- A task runs under a CPU-time limit (`RLIMIT_CPU`, `cpu_limit_s`): a task that the trainer did not stop in time (the
+  trainer is gone, stopped, or started the workers with `spawn`, where no death signal is set) is killed by the kernel
+  (SIGXCPU) once it has used that much CPU. A worker so stopped while the trainer lives is reported as a timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -31,6 +47,7 @@ from typing import Any
 __all__ = ["KillablePool", "TaskOutcome", "default_start_method"]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_SIGXCPU = getattr(signal, "SIGXCPU", None)  # the signal of RLIMIT_CPU (POSIX)
 
 
 def default_start_method() -> str:
@@ -55,15 +72,20 @@ class TaskOutcome:
     seconds: float = 0.0
 
 
-def _worker_main(conn, initializer: Callable[[], None] | None, die_with_parent: bool = False) -> None:
+def _worker_main(conn, initializer: Callable[[], None] | None, die_with_parent: bool = False,
+                 cpu_limit_s: float | None = None) -> None:
     """Worker loop: announce readiness, then run `(fn, args)` tasks until the pipe closes or `None` arrives.
 
     `die_with_parent` (forkserver workers on Linux): the kernel SIGKILLs the worker when its parent, the fork server,
-    exits, which the fork server does as soon as the trainer is gone (killed or not). Without it a worker busy in a
-    long sympy call would outlive a killed trainer.
+    exits, which the fork server does as soon as the trainer is gone (killed or not; see the module docs). Without it
+    a worker busy in a long sympy call would outlive a killed trainer. `cpu_limit_s`: each task may use this much CPU
+    time before the kernel stops the worker (`_limit_task_cpu`).
     """
     if die_with_parent:
+        _release_fork_server()
         _set_parent_death_signal()
+    if cpu_limit_s is not None:
+        _no_core_dumps()
     if initializer is not None:
         initializer()
     conn.send(("ready", os.getpid()))
@@ -75,6 +97,8 @@ def _worker_main(conn, initializer: Callable[[], None] | None, die_with_parent: 
         if message is None:
             return
         fn, args = message
+        if cpu_limit_s is not None:
+            _limit_task_cpu(cpu_limit_s)
         try:
             reply = ("ok", fn(*args))
         except Exception as exc:  # reported to the parent, which counts it
@@ -110,6 +134,44 @@ def _main_module_hidden():
             main.__dict__.update(saved)
 
 
+def _release_fork_server() -> None:
+    """Close this worker's copy of the fork server's "alive" pipe (a forkserver child inherits one, so that it could
+    start processes itself; the workers never do). The fork server exits when the last copy closes: without this it
+    would wait for its workers, which wait for it (`PR_SET_PDEATHSIG`), and a busy worker would run for ever after
+    the trainer is killed."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        server._forkserver_alive_fd = None
+
+
+def _no_core_dumps() -> None:
+    """No core file when the CPU limit stops the worker (SIGXCPU's default action dumps core)."""
+    import resource
+
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+
+
+def _limit_task_cpu(seconds: float) -> None:
+    """Let the next task use at most `seconds` of CPU time: the soft `RLIMIT_CPU` is moved to the CPU time used so
+    far plus `seconds` (rounded up; the hard limit is kept, so the next task can move it again). Past it the kernel
+    sends SIGXCPU, which ends the worker whatever it is doing: the trainer need not be alive to stop the task."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = math.ceil(usage.ru_utime + usage.ru_stime + seconds)
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
 def _set_parent_death_signal() -> None:
     """`prctl(PR_SET_PDEATHSIG, SIGKILL)` (Linux): die when the parent process exits; exit now if it already has."""
     import ctypes
@@ -122,12 +184,15 @@ def _set_parent_death_signal() -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, initializer):
+    def __init__(self, ctx, initializer, cpu_limit_s: float | None = None):
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         # Only forkserver workers: their parent is the single-threaded fork server. A spawned worker's parent would be
         # the trainer *thread* that started it, and the death signal fires when that thread ends.
         die_with_parent = sys.platform.startswith("linux") and ctx.get_start_method() == "forkserver"
-        self.process = ctx.Process(target=_worker_main, args=(child_conn, initializer, die_with_parent), daemon=True)
+        if sys.platform == "win32":
+            cpu_limit_s = None  # no RLIMIT_CPU
+        self.process = ctx.Process(target=_worker_main, args=(child_conn, initializer, die_with_parent, cpu_limit_s),
+                                   daemon=True)
         with _main_module_hidden():
             self.process.start()
         child_conn.close()
@@ -171,6 +236,9 @@ class KillablePool:
             [`default_start_method`][rasft_trl.verifiers._timeout.default_start_method].
         memory_limit_mb: kill a worker whose resident memory passes this (Linux `/proc`; None: no limit).
         start_timeout: seconds a new worker may take to become ready before it counts as failed.
+        cpu_limit_s: CPU seconds one task may use before the kernel stops its worker (`RLIMIT_CPU`): the deadline
+            that holds when this process cannot enforce `timeout` (it was killed). Set it above the `timeout` of
+            `run`; a worker so stopped gives the outcome `"timeout"`. None: no limit.
     """
 
     def __init__(
@@ -180,9 +248,13 @@ class KillablePool:
         start_method: str | None = None,
         memory_limit_mb: float | None = None,
         start_timeout: float = 120.0,
+        cpu_limit_s: float | None = None,
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}.")
+        if cpu_limit_s is not None and not cpu_limit_s > 0:
+            raise ValueError(f"cpu_limit_s must be > 0 or None, got {cpu_limit_s}.")
+        self.cpu_limit_s = cpu_limit_s
         self.num_workers = num_workers
         self.initializer = initializer
         self.start_method = start_method or default_start_method()
@@ -199,7 +271,7 @@ class KillablePool:
         return bool(self._workers)
 
     def _spawn(self) -> _Worker:
-        return _Worker(self._ctx, self.initializer)
+        return _Worker(self._ctx, self.initializer, self.cpu_limit_s)
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
@@ -278,7 +350,11 @@ class KillablePool:
         code = worker.process.exitcode
         if worker.task is not None:
             elapsed = time.monotonic() - worker.dispatched_at
-            outcomes[worker.task] = TaskOutcome("died", f"worker exited with code {code}", elapsed)
+            if _SIGXCPU is not None and code == -_SIGXCPU:  # the kernel stopped the task at `cpu_limit_s`
+                outcomes[worker.task] = TaskOutcome("timeout", f"stopped at the CPU limit ({self.cpu_limit_s}s)",
+                                                    elapsed)
+            else:
+                outcomes[worker.task] = TaskOutcome("died", f"worker exited with code {code}", elapsed)
         elif not worker.ready:
             self._failed_starts += 1
             if self._failed_starts >= 3:

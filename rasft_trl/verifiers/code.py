@@ -23,6 +23,7 @@ import os
 import re
 import textwrap
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -105,9 +106,26 @@ def compose_program(response: str, reference: dict[str, Any]) -> str:
 def _defines(program: str, name: str) -> bool:
     try:
         tree = ast.parse(program)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # deep nesting exhausts the parser's stack
         return re.search(rf"^\s*def\s+{re.escape(name)}\s*\(", program, re.MULTILINE) is not None
     return any(isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name for node in tree.body)
+
+
+#: verifiers with a batch running, stopped when the interpreter exits (see `_stop_batches_at_exit`)
+_RUNNING: weakref.WeakSet = weakref.WeakSet()
+
+
+def _stop_batches_at_exit() -> None:
+    """At interpreter exit (Ctrl-C in the main thread while a batch runs in another thread, as the trainer's reward
+    thread does): cancel the queued programs and kill the running ones. Without this, the exit waits for the thread
+    pool's workers, which run every queued program of the batch to its timeout."""
+    for verifier in list(_RUNNING):
+        verifier.abort()
+
+
+# Runs before concurrent.futures' own exit hook (registered when ThreadPoolExecutor was imported above), which joins
+# the pools' worker threads: threading's exit hooks run in reverse order of registration.
+getattr(threading, "_register_atexit", lambda fn: None)(_stop_batches_at_exit)
 
 
 class CodeVerifier(Verifier):
@@ -173,6 +191,7 @@ class CodeVerifier(Verifier):
             raise ValueError(f"num_workers must be >= 1, got {num_workers}.")
         self.entry_point_column = entry_point_column
         self._lock = threading.Lock()
+        self._pools: set[ThreadPoolExecutor] = set()
         self.stats: dict[str, float] = {}
         self.reset_stats()
 
@@ -233,6 +252,8 @@ class CodeVerifier(Verifier):
         results: list[VerifyResult | None] = [job if isinstance(job, VerifyResult) else None for job in jobs]
         if to_run:
             pool = ThreadPoolExecutor(max_workers=min(self.num_workers, len(to_run)))
+            self._pools.add(pool)
+            _RUNNING.add(self)
             try:
                 runs = pool.map(lambda i: self._run(*jobs[i]), to_run)
                 for i, result in zip(to_run, runs):
@@ -241,6 +262,8 @@ class CodeVerifier(Verifier):
                 pool.shutdown(wait=False, cancel_futures=True)
                 self.sandbox.kill_running()
                 raise
+            finally:
+                self._pools.discard(pool)
             pool.shutdown(wait=True)
         with self._lock:
             self.stats["batches"] += 1
@@ -248,6 +271,13 @@ class CodeVerifier(Verifier):
                 self._count(result)
             self.stats["cleanup_failures"] = self.sandbox.cleanup_failures
         return results
+
+    def abort(self) -> None:
+        """Cancel the queued programs of every running batch and kill the running ones (their `verify_batch` calls
+        then raise). Called at interpreter exit; callable from any thread."""
+        for pool in list(self._pools):
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.sandbox.kill_running()
 
     def _prepare(self, prediction: str, reference: Any, row: dict):
         """(program, tests, entry_point), or a final VerifyResult when nothing needs to run."""
@@ -282,8 +312,8 @@ class CodeVerifier(Verifier):
     def _run(self, program: str, tests: str, entry_point: str | None) -> VerifyResult:
         try:
             run = self.sandbox.run(program, tests, entry_point=entry_point)
-        except OSError as exc:  # e.g. no space for the temporary directory; counted as sandbox_error
-            logger.warning("Code verifier: the sandbox failed: %s", exc)
+        except Exception as exc:  # no space for the temporary directory, or a sandbox bug: counted, never raised
+            logger.warning("Code verifier: the sandbox failed: %s", exc, exc_info=not isinstance(exc, OSError))
             run = SandboxResult("sandbox_error", details={"message": f"{type(exc).__name__}: {exc}"})
         verdict = (
             Verdict.CORRECT

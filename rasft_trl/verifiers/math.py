@@ -66,12 +66,16 @@ Decisions (what a careful MATH grader does):
 Time bounds: every non-trivial comparison runs in a worker process that is killed at `timeout` seconds (and at
 `memory_limit_mb`); a killed comparison is INCORRECT with reason `"timeout"` (`"memory_limit"`) and counted
 in `stats["timeouts"]`; a worker that crashes gives CANNOT_JUDGE (`"worker_error"`, `stats["worker_errors"]`). Workers
-are started with `forkserver` (never `fork`, which is unsafe once torch has started threads in the trainer).
+are started with `forkserver` (never `fork`, which is unsafe once torch has started threads in the trainer). They die
+with the process that uses them, even in the middle of a comparison (killed by the kernel when the fork server exits,
+which it does when that process ends in any way), and a comparison that nobody stops is stopped by the kernel after
+`cpu_limit_s` seconds of CPU (see `rasft_trl.verifiers._timeout`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 import re
@@ -689,6 +693,9 @@ class MathVerifier(Verifier):
         start_method: multiprocessing start method of the workers (default `forkserver`, else `spawn`).
         memory_limit_mb: a worker whose resident memory passes this is killed (Linux; None: no limit).
         cache_size: number of (gold, answer) verdicts remembered (rollouts of one prompt often agree).
+        cpu_limit_s: CPU seconds one comparison may use before the kernel itself stops its worker (`RLIMIT_CPU`),
+            the deadline that still holds when the trainer is gone (default `2 * timeout + 5`; must be above
+            `timeout`; `math.inf`: none). Such a stop counts as a timeout.
 
     Attributes:
         stats: counters since construction or `reset_stats()`: `calls`, `correct`, `incorrect`, `cannot_judge`,
@@ -710,9 +717,13 @@ class MathVerifier(Verifier):
         start_method: str | None = None,
         memory_limit_mb: float | None = 4096,
         cache_size: int = 10_000,
+        cpu_limit_s: float | None = None,
     ):
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}.")
+        if cpu_limit_s is not None and not cpu_limit_s > timeout:
+            raise ValueError(f"cpu_limit_s must be above timeout={timeout} (the trainer's deadline comes first), "
+                             f"got {cpu_limit_s}.")
         if rel_tol < 0:
             raise ValueError(f"rel_tol must be >= 0, got {rel_tol}.")
         unknown = [name for name in fallbacks if name not in FALLBACKS]
@@ -729,6 +740,7 @@ class MathVerifier(Verifier):
         self.start_method = start_method
         self.memory_limit_mb = memory_limit_mb
         self.cache_size = cache_size
+        self.cpu_limit_s = float(cpu_limit_s) if cpu_limit_s is not None else 2 * self.timeout + 5
         self.stats: dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
         self._cache: OrderedDict = OrderedDict()
         self._pool: KillablePool | None = None
@@ -813,7 +825,9 @@ class MathVerifier(Verifier):
 
     def _run_pool(self, pending: dict[tuple[str, str], list[tuple[int, str]]], results: list) -> None:
         if self._pool is None:
-            self._pool = KillablePool(self.num_workers, _warm_up_worker, self.start_method, self.memory_limit_mb)
+            cpu_limit = self.cpu_limit_s if math.isfinite(self.cpu_limit_s) else None
+            self._pool = KillablePool(self.num_workers, _warm_up_worker, self.start_method, self.memory_limit_mb,
+                                      cpu_limit_s=cpu_limit)
         keys = list(pending)
         self.stats["sympy"] += len(keys)
         restarts_before = self._pool.restarts

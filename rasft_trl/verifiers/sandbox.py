@@ -12,8 +12,9 @@ by someone who has read it: it runs in the same process as the harness, and a pr
 secrets from code running inside it. The kernel-enforced layers still bound what such a program can
 do to the host.
 
-What is covered (each item has adversarial tests in `tests/verifiers/test_sandbox.py`, run with and
-without the kernel layers):
+What is covered (each item has adversarial tests in `tests/verifiers/test_sandbox.py` and
+`tests/verifiers/test_sandbox_round2.py`, run with and without the kernel layers, and as root also as
+`user="nobody"`):
 
 - **Separate process.** Every run is a fresh `python -I -S -B` interpreter started with `subprocess`
   (never a fork of the trainer, which has torch and CUDA state). It leads its own session and process
@@ -24,25 +25,50 @@ without the kernel layers):
   `MemoryError` (`"memory"`); unbounded recursion ends the child only.
 - **Processes.** Process creation (`os.fork`, `subprocess`, `os.system`, `os.exec*`, `posix_spawn`,
   `pty`, multiprocessing, `_posixsubprocess`, `ctypes`' `fork`) is refused by an audit hook (PEP 578;
-  it cannot be removed from Python code), Landlock (where available) denies `execve`, and the process
-  group is killed at the end. `RLIMIT_NPROC` (`max_processes` more tasks than the user already has;
-  exactly `max_processes` more inside a user namespace) is a further layer for non-root users only:
-  **as root the kernel does not enforce `RLIMIT_NPROC`**, so there the guarantee rests on the audit
-  hook and the group kill, unless the sandbox drops to another user (`user="nobody"`).
-- **Signals.** `os.kill`, `os.killpg`, `signal.pthread_kill` and pidfd signalling are refused, and
-  with Landlock ABI >= 6 the kernel refuses signals to any process outside the sandbox: the program
-  cannot kill the trainer.
-- **Network.** Socket creation (except `AF_UNIX`, for the socket pairs asyncio needs), `connect`,
-  `bind`, `sendto` and name resolution are refused by the audit hook. Where the kernel allows it, the
-  child also enters a new, empty network namespace (`unshare(CLONE_NEWNET)`, inside an unprivileged
-  user namespace when not root) and Landlock ABI >= 4 denies TCP `bind`/`connect`.
+  it cannot be removed from Python code), by the kernel's system-call filter (seccomp, `seccomp=True`:
+  `fork`, `vfork`, `clone` without `CLONE_THREAD`, `execve`; threads stay allowed), Landlock (where
+  available) denies `execve`, and the process group is killed at the end. `RLIMIT_NPROC` (`max_processes`
+  more tasks than the user already has; exactly `max_processes` more inside a user namespace) is a further
+  layer for non-root users only: **as root the kernel does not enforce `RLIMIT_NPROC`**, so there the
+  guarantee rests on the audit hook, the filter and the group kill (threads are not limited), unless the
+  sandbox drops to another user (`user="nobody"`).
+- **Signals.** `os.kill`, `os.killpg`, `signal.pthread_kill` and pidfd signalling are refused by the
+  hook; the filter lets `kill`/`tgkill`/`rt_*sigqueueinfo` reach the program's own pid only and refuses
+  `tkill` and pidfds, and with Landlock ABI >= 6 the kernel also refuses signals to any process outside
+  the sandbox: the program cannot kill the trainer.
+- **Network and other sockets.** Socket creation (except `AF_UNIX`, for the socket pairs asyncio needs),
+  `connect`, `bind`, `sendto` and name resolution are refused by the audit hook. The filter refuses, for
+  every family, `socket()`, `connect`, `bind`, `listen`, `accept`, `sendmsg`/`sendmmsg` and `sendto` with an
+  address: the only sockets are `socketpair()`s, which reach nothing but each other (a Unix socket file or
+  an abstract socket outside cannot be reached, nor netlink, packet or any other family, even with the
+  audit hook switched off); io_uring, whose operations bypass the filter, is refused. Where the kernel
+  allows it, the child also enters a new, empty network namespace (`unshare(CLONE_NEWNET)`, inside an
+  unprivileged user namespace when not root) and Landlock ABI >= 4 denies TCP `bind`/`connect`
+  (ABI >= 6: abstract Unix sockets outside the sandbox).
+- **Privileges.** A run as root (the default `user=None` when training as root) drops every capability
+  (effective, permitted, inheritable, ambient and the bounding set) before the program starts: it is
+  uid 0 in name only. It cannot make device nodes (`CAP_MKNOD`), immutable or append-only files
+  (`CAP_LINUX_IMMUTABLE`), mounts, raw sockets, nor bypass file permissions (files of other users
+  are judged by their mode bits) or signal other users' processes (`details["isolation"]
+  ["capabilities_dropped"]`). The filter also refuses `mknod`/`mknodat` of character and block devices,
+  the `ioctl`s that set inode flags (`FS_IOC_SETFLAGS`, `FS_IOC_FSSETXATTR`), `ptrace`,
+  `process_vm_readv/writev`, `unshare`, `setns`, mounts, keyrings, `bpf`, `perf_event_open`, `userfaultfd`
+  and `memfd_create`.
 - **Filesystem writes.** The child runs in a fresh temporary directory, removed afterwards. Writes,
   deletions, renames, `chmod`, links and `mkdir` outside it (except `/dev/null`) are refused by the
   audit hook and, where Landlock is available (Linux >= 5.13), by the kernel, which also covers
-  `dir_fd`, symlinks and any other route. `RLIMIT_FSIZE` (`max_file_mb`) caps file sizes; the whole
-  folder is capped at `max_disk_mb` (its size is measured every 0.1 s and the program killed above it,
-  `"disk_quota"`; a program can overshoot by what it writes in 0.1 s, each file counting at least 4 KiB);
-  `RLIMIT_CORE` is 0. Opening `/proc/self/*` (the harness's memory and descriptors) is refused.
+  `dir_fd`, symlinks and any other route; Landlock refuses device nodes even inside it (`MAKE_CHAR`,
+  `MAKE_BLOCK` are handled and granted nowhere). `RLIMIT_FSIZE` (`max_file_mb`) caps file sizes; `RLIMIT_CORE`
+  is 0. Opening `/proc/self/*` (the harness's memory and descriptors) is refused.
+- **Disk quota** (`max_disk_mb`, `"disk_quota"`). Where the kernel lets the child make a mount namespace
+  (as root, or in an unprivileged user namespace; `tmpfs=True`), its folder is a tmpfs of `max_disk_mb`
+  (+ 4 KiB) and one inode per 4 KiB, mounted `nodev,nosuid,noexec` (`details["isolation"]["disk_tmpfs"]`):
+  the kernel counts every byte, files deleted but held open included, and refuses more (`ENOSPC`); the
+  harness reports `"disk_quota"` when the tmpfs is over `max_disk_mb` at the end, and the parent, which
+  reads the tmpfs's usage every 0.1 s through `/proc/<pid>/root`, kills a program that sits over it.
+  Elsewhere the parent measures, every 0.1 s, the folder (each entry at least 4 KiB) plus the regular
+  files that the program keeps open after deleting them (`/proc/<pid>/fd`), and kills it above the quota:
+  there a program can overshoot by what it writes in 0.1 s.
 - **Filesystem reads** (`confine_reads=True`, the default). The program can read only its temporary
   directory, the interpreter's own files (every directory on the child's `sys.path`: the standard library,
   `lib-dynload`, site-packages), the system's shared libraries and loader cache, time zones, `/dev/null`,
@@ -74,11 +100,15 @@ without the kernel layers):
   `"tampered"`; any refused operation as `"sandbox_violation"`, even if the program caught the error.
 
 - **Cleanup, also when the trainer dies.** Each program runs in a folder under one per-process root
-  (`<tmp>/rasft-sandbox-<pid>-*/run-*`), removed after the run. Programs carry `PR_SET_PDEATHSIG` (Linux), so they
-  are killed with the thread that started them; a watchdog process in its own session, connected to the trainer by
-  a pipe, kills the process groups still running and removes the root when the trainer exits in any way (SIGKILL
-  included). `kill_running()` stops the running programs at once; the code verifier calls it when interrupted
-  (Ctrl-C), instead of waiting for their timeouts.
+  (`<tmp>/rasft-sandbox-<pid>-*/run-*`), removed after the run (with the tmpfs, its content vanishes with the
+  child's mount namespace). The removal (`_remove_tree`) handles any tree a program can build: it is iterative
+  and works relative to folder descriptors (any depth or path length), gives folders back their owner's
+  permissions (`chmod 000`) and clears immutable / append-only flags; it never raises (a failure is logged and
+  counted in `cleanup_failures`), and neither does `Sandbox.run` for anything the program does. Programs carry
+  `PR_SET_PDEATHSIG` (Linux), so they are killed with the thread that started them; a watchdog process in its own
+  session, connected to the trainer by a pipe, kills the process groups still running and removes the root, with
+  the same removal, when the trainer exits in any way (SIGKILL included). `kill_running()` stops the running
+  programs at once; the code verifier calls it when interrupted (Ctrl-C), instead of waiting for their timeouts.
 
 What is **not** covered:
 
@@ -87,26 +117,35 @@ What is **not** covered:
   forge a pass. Frames cannot be hidden without breaking `collections.namedtuple`, `enum`, `logging`
   and `traceback`, which read them. `ctypes` stays importable (sympy needs it) and its pointers can
   read and write the process's memory; crafted bytecode (`types.CodeType`, `marshal`; asyncio needs
-  `code.replace`) can corrupt the interpreter. Either can switch the in-process guards off. The
-  in-process guards are a tripwire against reward hacking, not a security boundary; the OS limits,
-  the group kill, the network namespace and Landlock are.
+  `code.replace`) can corrupt the interpreter. Either can switch the in-process guards off (so can
+  replacing the handlers in the harness's frame, `sys._getframe(1).f_locals["handlers"]`: the tests use
+  this to show what the kernel layers hold on their own). The in-process guards are a tripwire against
+  reward hacking, not a security boundary; the OS limits, the capabilities dropped, the system-call
+  filter, the group kill, the namespaces, the tmpfs and Landlock are.
 - Without Landlock: writes through `os.open(..., dir_fd=...)` or a `PathLike` that changes its value
-  between calls are not seen by the audit hook, and `execve` is only stopped by the hook. Without
-  Landlock ABI >= 6, signals are only stopped by the hook.
+  between calls are not seen by the audit hook, and `execve` is only stopped by the hook and the filter.
+  Without Landlock ABI >= 6 and without the filter (an architecture other than x86-64 and arm64, or a kernel
+  without seccomp: `details["isolation"]["seccomp"]`), signals are only stopped by the hook.
 - A grandchild that calls `setsid()` leaves the process group and survives the group kill; it first
-  needs a way around the process-creation guards (and, as non-root, `RLIMIT_NPROC`).
+  needs a way around the process-creation guards (the hook and the filter; as non-root, `RLIMIT_NPROC`).
+- Without the tmpfs (no mount namespace allowed, or `tmpfs=False`), the quota is measured, not enforced:
+  a program overshoots by what it writes in 0.1 s; deleted files kept only as memory mappings (no open
+  descriptor) are not seen (bounded by `memory_mb`), nor are folders nested deeper than `PATH_MAX` or, when
+  the trainer is not root, made unreadable by the program (`chmod 000`).
 - Reads without Landlock (Linux < 5.13, Landlock not in the kernel's `lsm=` list, or a container whose
   seccomp profile blocks its system calls; `details["isolation"]["landlock_reads"]` is then False): only the
   audit hook confines reads, and a program that gets past the in-process guards (`ctypes` memory tricks, see
   above) can read every file the trainer's user can read and print it into the captured output. No mount
-  namespace fallback is built. On such machines run the sandbox as a user that cannot read your secrets
+  namespace fallback for reads is built. On such machines run the sandbox as a user that cannot read your secrets
   (`user="nobody"` when training as root). With or without Landlock, metadata is not hidden: `os.stat`,
   `os.path.exists` and `os.readlink` work on any path (names, sizes and times of files outside can be probed,
   not their contents); and everything under the allowed directories is readable (a site-packages directory
   holding a secret, or a `read_paths` entry that is too broad).
-- Without a network namespace and Landlock ABI >= 4, a packet sent through a route the audit hook
-  does not see (e.g. via `ctypes` memory tricks) can leave. CPU and memory are limited per process,
-  not per cgroup: bound the machine's load with `num_workers`.
+- Without the filter, a network namespace and Landlock ABI >= 4, a packet sent through a route the audit
+  hook does not see (e.g. via `ctypes` memory tricks) can leave; without the filter, a Unix socket outside
+  the folder can be reached that way (Landlock of this kernel generation has no right for connecting to a
+  socket file). CPU and memory are limited per process, not per cgroup: bound the machine's load with
+  `num_workers`.
 - Comparisons laundered through arithmetic (`abs(x - y) < eps` with a program-defined `__sub__`),
   module attributes patched *while* the tests run, and the tests' own (trusted) code are not checked.
 - No protection against kernel exploits, side channels, or timing-dependent flakiness (a correct but
@@ -123,9 +162,9 @@ import math
 import os
 import secrets
 import selectors
-import shutil
 import signal
 import site
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -216,7 +255,9 @@ class Sandbox:
             the kernel counts all tasks of the user, or of the user namespace when the network namespace
             needed one; not enforced for root).
         max_file_mb: largest file the program may write (`RLIMIT_FSIZE`), MiB.
-        max_disk_mb: total size of everything the program writes in its folder, MiB (status `"disk_quota"`).
+        max_disk_mb: total size of everything the program stores in its folder, files deleted but still open
+            included, MiB (status `"disk_quota"`): the size of its tmpfs where one can be mounted (`tmpfs`), else
+            measured every 0.1 s.
         max_open_files: `RLIMIT_NOFILE`.
         max_output_bytes: bytes of stdout and of stderr kept (each); the rest is read and dropped.
         strict_asserts: reject comparisons in `assert` statements between a program-defined object
@@ -240,7 +281,18 @@ class Sandbox:
         user: run the child as this user (name or uid), with that user's group and no supplementary
             groups; requires the trainer to run as root, and the interpreter to be readable by that user.
             Recommended when training as root: the program then has no root privileges at all, and
-            `RLIMIT_NPROC` is enforced. `None` runs it as the trainer's user.
+            `RLIMIT_NPROC` is enforced. `None` runs it as the trainer's user (as root: with every capability
+            dropped, see the module docstring).
+        seccomp: install a kernel system-call filter in the child (Linux x86-64 and arm64): no sockets but socket
+            pairs, no process creation, signals only to itself, no device nodes, no immutable files, no
+            namespaces or mounts, no `ptrace`, no io_uring (`_SECCOMP_REFUSED`, `_seccomp_filter`); best effort
+            like `landlock`, reported in `details["isolation"]["seccomp"]`.
+        tmpfs: mount a size-limited tmpfs (`max_disk_mb`, `nodev,nosuid,noexec`) on the run's folder, in a private
+            mount namespace of the child (inside a user namespace when not root): the kernel then counts every
+            byte the program stores, deleted-but-open files included, and the folder vanishes with the child.
+            Best effort: where mounting is refused, the folder scan (plus open deleted files) measures the quota.
+            The tmpfs lives in memory (or swap): up to `max_disk_mb` per running program, so with a large
+            `max_disk_mb` and many workers prefer `tmpfs=False`.
     """
 
     def __init__(
@@ -263,6 +315,8 @@ class Sandbox:
         tmp_root: str | None = None,
         env: Mapping[str, str] | None = None,
         user: int | str | None = None,
+        seccomp: bool = True,
+        tmpfs: bool = True,
     ):
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}.")
@@ -292,6 +346,10 @@ class Sandbox:
         self.network_namespace = bool(network_namespace)
         self.landlock = bool(landlock)
         self.confine_reads = bool(confine_reads)
+        self.seccomp = bool(seccomp)
+        self.tmpfs = bool(tmpfs)
+        #: a run as root drops every capability (set to False only by tests that show the other layers alone)
+        self._drop_capabilities = True
         self.read_paths = [os.path.abspath(os.fspath(path)) for path in read_paths]
         self.module_name = module_name
         self.tmp_root = tmp_root
@@ -415,12 +473,15 @@ class Sandbox:
             "memory_bytes": self.memory_mb * 2**20,
             "max_processes": self.max_processes,
             "max_file_bytes": self.max_file_mb * 2**20,
+            "max_disk_bytes": self.max_disk_mb * 2**20,
             "max_open_files": self.max_open_files,
             "strict_asserts": self.strict_asserts,
             "network_namespace": self.network_namespace,
             "landlock": self.landlock,
             "confine_reads": self.confine_reads,
             "read_paths": [*self.read_paths, *SYSTEM_READ_PATHS],
+            "tmpfs": self.tmpfs,
+            "drop_capabilities": self._drop_capabilities,
         }
         chan_r, chan_w = os.pipe()
         job["channel_fd"] = chan_w
@@ -445,6 +506,9 @@ class Sandbox:
             logger.warning("Sandbox could not start %s: %s", self.python_executable, exc)
             return SandboxResult("sandbox_error", duration_s=time.monotonic() - start, details={"message": str(exc)})
         os.close(chan_w)
+        # Built for this child's pid (signals are allowed to itself only); the child reads it with the job.
+        linux = sys.platform.startswith("linux")
+        job["seccomp_filter"] = _seccomp_filter(proc.pid) if self.seccomp and linux else None
         reaper = _reaper(self.tmp_root, self.user is not None)
         reaper.watch(proc.pid)
         with self._live_lock:
@@ -479,6 +543,7 @@ class Sandbox:
         timed_out = False
         over_quota = False
         quota, next_disk_check = self.max_disk_mb * 2**20, 0.0
+        host_dev = os.stat(tmpdir).st_dev  # the folder's filesystem; the child's tmpfs, once mounted, is another
         sel = selectors.DefaultSelector()
         for fd, name in ((proc.stdout.fileno(), "stdout"), (proc.stderr.fileno(), "stderr"), (chan_r, "chan")):
             os.set_blocking(fd, False)
@@ -531,7 +596,7 @@ class Sandbox:
                 now = time.monotonic()
                 if now >= next_disk_check:
                     next_disk_check = now + _DISK_CHECK_INTERVAL_S
-                    if _disk_usage(tmpdir, quota) > quota:
+                    if _over_disk_quota(proc.pid, tmpdir, host_dev, quota):
                         over_quota = True
                         break
                 for key, _ in sel.select(timeout=min(remaining, _DISK_CHECK_INTERVAL_S)):
@@ -635,20 +700,169 @@ class Sandbox:
             proc.wait()
 
     def _cleanup(self, tmpdir: str) -> None:
-        def make_writable_and_retry(func, path, exc_info):
-            os.chmod(os.path.dirname(path), 0o700)
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.chmod(path, 0o700)
-            func(path)
-
+        """Remove a run's folder; never raises (a failure is counted in `cleanup_failures` and logged)."""
         try:
-            shutil.rmtree(tmpdir, onerror=make_writable_and_retry)
-        except OSError as exc:
-            self.cleanup_failures += 1
-            logger.warning("Sandbox could not remove its temporary directory %s: %s", tmpdir, exc)
+            errors = _remove_tree(tmpdir)
+        except Exception as exc:  # a bug in the remover must not end the training run
+            errors = [f"{type(exc).__name__}: {exc}"]
+        if errors:
+            with self._live_lock:
+                self.cleanup_failures += 1
+            logger.warning("Sandbox could not remove its temporary directory %s: %s", tmpdir, "; ".join(errors[:3]))
 
 
 _DISK_CHECK_INTERVAL_S = 0.1
+
+
+def _remove_tree(root: str) -> list[str]:
+    """Remove the folder `root` and everything in it, whatever a program did to it; returns what could not be removed
+    (empty when all is gone). Never raises.
+
+    Iterative (no recursion limit: `shutil.rmtree` raises `RecursionError` on 1,000 nested folders), relative to folder
+    descriptors (no path-length limit, at most three descriptors open; ".." leads back up), and never follows a
+    symbolic link. A folder that cannot be entered or emptied (`chmod 000`) gets its owner's permissions back, and an
+    entry that cannot be removed gets its immutable / append-only flags cleared (which needs root), before one more
+    try. Self-contained: the watchdog runs its source.
+    """
+    import errno
+    import os
+    import stat
+    import struct
+
+    errors: list[str] = []
+    dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    word = struct.calcsize("l")
+    get_flags, set_flags = 0x80006601 | word << 16, 0x40006602 | word << 16  # FS_IOC_GETFLAGS / FS_IOC_SETFLAGS
+    sticky = 0x10 | 0x20  # FS_IMMUTABLE_FL | FS_APPEND_FL
+
+    def failed(name, exc):
+        if len(errors) < 20:
+            errors.append(f"{name}: {exc}")
+
+    def clear_flags(name, dir_fd):
+        """Clear the immutable and append-only flags of a file or folder (root only; no-op elsewhere)."""
+        try:
+            import fcntl
+
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                return
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+            try:
+                flags = struct.unpack("i", fcntl.ioctl(fd, get_flags, b"\0\0\0\0"))[0]
+                if flags & sticky:
+                    fcntl.ioctl(fd, set_flags, struct.pack("i", flags & ~sticky))
+            finally:
+                os.close(fd)
+        except (OSError, ImportError, ValueError):
+            pass
+
+    def chmod_dir(name, dir_fd):
+        """chmod 700 a folder without following a symbolic link put in its place."""
+        try:
+            handle = os.open(name, getattr(os, "O_PATH", os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError:
+            return
+        try:
+            if stat.S_ISDIR(os.fstat(handle).st_mode):
+                os.chmod(f"/proc/self/fd/{handle}" if hasattr(os, "O_PATH") else handle, 0o700)
+        except OSError:
+            pass
+        finally:
+            os.close(handle)
+
+    def remove(name, dir_fd, is_dir):
+        for attempt in (0, 1):
+            try:
+                if is_dir:
+                    os.rmdir(name, dir_fd=dir_fd)
+                else:
+                    os.unlink(name, dir_fd=dir_fd)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if attempt or exc.errno not in (errno.EPERM, errno.EACCES):
+                    failed(name, exc)
+                    return
+            if dir_fd is not None:  # the folder holding it: writable, not append-only / immutable
+                try:
+                    os.fchmod(dir_fd, 0o700)
+                except OSError:
+                    pass
+                clear_flags(".", dir_fd)
+            clear_flags(name, dir_fd)
+
+    def open_dir(name, dir_fd):
+        try:
+            return os.open(name, dir_flags, dir_fd=dir_fd)
+        except PermissionError:
+            chmod_dir(name, dir_fd)
+            return os.open(name, dir_flags, dir_fd=dir_fd)
+
+    def remove_files(fd):
+        """Remove every entry of the folder `fd` that is not a folder; returns the names of its subfolders."""
+        for attempt in (0, 1):
+            try:
+                with os.scandir(fd) as it:
+                    entries = list(it)
+                break
+            except OSError as exc:
+                if attempt or not isinstance(exc, PermissionError):
+                    failed("<folder>", exc)
+                    return []
+                try:
+                    os.fchmod(fd, 0o700)
+                except OSError:
+                    pass
+        folders = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                folders.append(entry.name)
+            else:
+                remove(entry.name, fd, False)
+        return folders
+
+    try:
+        fd = open_dir(root, None)
+    except FileNotFoundError:
+        return errors
+    except OSError as exc:
+        failed(root, exc)
+        return errors
+    names, pending = [], [remove_files(fd)]  # path from `root` to `fd`; subfolders still to remove, per level
+    try:
+        while pending:
+            if pending[-1]:
+                name = pending[-1].pop()
+                try:
+                    child = open_dir(name, fd)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    failed(name, exc)
+                    continue
+                os.close(fd)
+                fd = child
+                names.append(name)
+                pending.append(remove_files(fd))
+                continue
+            pending.pop()
+            if names:
+                parent = os.open("..", dir_flags, dir_fd=fd)
+                os.close(fd)
+                fd = parent
+                remove(names.pop(), fd, True)
+    except OSError as exc:
+        failed("/".join(names)[-200:], exc)
+    finally:
+        os.close(fd)
+    remove(root, None, True)
+    return errors
 
 
 def _disk_usage(root: str, stop_above: int) -> int:
@@ -672,8 +886,46 @@ def _disk_usage(root: str, stop_above: int) -> int:
     return total
 
 
-_REAPER_CODE = """\
-import os, shutil, signal, sys, time
+def _open_deleted_bytes(pid: int) -> int:
+    """Bytes held by regular files that process `pid` keeps open after deleting them (or never linked: `O_TMPFILE`,
+    `memfd_create`): invisible to a scan of the folder, still on disk until closed."""
+    total, fds = 0, f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fds)
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            info = os.stat(f"{fds}/{name}")
+        except OSError:
+            continue
+        if info.st_nlink == 0 and stat.S_ISREG(info.st_mode):
+            total += info.st_blocks * 512
+    return total
+
+
+def _tmpfs_full(path: str, quota: int) -> bool:
+    """True once the run's tmpfs at `path` (sized `quota` + 4 KiB, `quota` / 4 KiB + 2 inodes) holds more than `quota`
+    bytes or its last inode: the same test as the folder scan's (more than `quota`, at least 4 KiB per entry)."""
+    info = os.statvfs(path)
+    return (info.f_blocks - info.f_bfree) * info.f_frsize > quota or info.f_ffree == 0
+
+
+def _over_disk_quota(pid: int, tmpdir: str, host_dev: int, quota: int) -> bool:
+    """Whether run `pid` has more than `quota` bytes in its folder. Where the child mounted its size-limited tmpfs
+    (seen through `/proc/<pid>/root`, which enters its mount namespace), the kernel's count of the tmpfs, deleted but
+    open files included; otherwise a scan of the folder plus the files the program holds open after deleting them."""
+    mounted = f"/proc/{pid}/root{tmpdir}"
+    try:
+        if os.stat(mounted).st_dev != host_dev:
+            return _tmpfs_full(mounted, quota)
+    except OSError:
+        pass  # the child has exited, or /proc is not readable: scan
+    return _disk_usage(tmpdir, quota) + _open_deleted_bytes(pid) > quota
+
+
+_REAPER_LOOP = """
+import os, signal, sys, time
 root, groups, buffer = sys.argv[1], set(), b""
 while True:
     chunk = os.read(0, 4096)
@@ -686,23 +938,26 @@ while True:
             groups.add(int(line[1:]))
         elif line[:1] == b"-":
             groups.discard(int(line[1:]))
-def writable(func, path, exc_info):
-    try:
-        os.chmod(os.path.dirname(path), 0o700)
-        func(path)
-    except OSError:
-        pass
 for _ in range(3):
     for group in list(groups):
         try:
             os.killpg(group, signal.SIGKILL)
         except OSError:
             groups.discard(group)
-    shutil.rmtree(root, onerror=writable)
+    _remove_tree(root)
     if not groups and not os.path.exists(root):
         break
     time.sleep(0.5)
 """
+_REAPER_CODE: str | None = None
+
+
+def _reaper_code() -> str:
+    """The watchdog's program: `_remove_tree`, then the loop above (run as `python -I -S -c CODE ROOT`)."""
+    global _REAPER_CODE
+    if _REAPER_CODE is None:
+        _REAPER_CODE = inspect.getsource(_remove_tree) + _REAPER_LOOP
+    return _REAPER_CODE
 
 
 class _Reaper:
@@ -724,7 +979,7 @@ class _Reaper:
         read_end, self._write_end = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _REAPER_CODE, self.root], stdin=read_end,
+                [sys.executable, "-I", "-S", "-c", _reaper_code(), self.root], stdin=read_end,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True,
             )
         finally:
@@ -763,6 +1018,120 @@ def _reaper(tmp_root: str | None, shared: bool) -> _Reaper:
 
 
 _SIGNALS = {s.value for s in signal.Signals}
+
+
+# System calls the child's seccomp filter looks at, per architecture: (AUDIT_ARCH_*, {name: number}).
+_SECCOMP_SYSCALLS = {
+    "x86_64": (0xC000003E, {
+        "ioctl": 16, "socket": 41, "connect": 42, "accept": 43, "sendto": 44, "sendmsg": 46, "bind": 49, "listen": 50,
+        "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill": 62, "ptrace": 101, "rt_sigqueueinfo": 129,
+        "mknod": 133, "pivot_root": 155, "chroot": 161, "mount": 165, "umount2": 166, "tkill": 200, "tgkill": 234,
+        "add_key": 248, "request_key": 249, "keyctl": 250, "mknodat": 259, "unshare": 272, "accept4": 288,
+        "rt_tgsigqueueinfo": 297, "perf_event_open": 298, "sendmmsg": 307, "setns": 308, "process_vm_readv": 310,
+        "process_vm_writev": 311, "memfd_create": 319, "bpf": 321, "execveat": 322, "userfaultfd": 323,
+        "pidfd_send_signal": 424, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+        "pidfd_open": 434, "clone3": 435, "pidfd_getfd": 438, "mount_setattr": 442,
+    }),
+    "aarch64": (0xC00000B7, {
+        "ioctl": 29, "mknodat": 33, "umount2": 39, "mount": 40, "pivot_root": 41, "chroot": 51, "unshare": 97,
+        "ptrace": 117, "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138, "socket": 198, "bind": 200,
+        "listen": 201, "accept": 202, "connect": 203, "sendto": 206, "sendmsg": 211, "add_key": 217,
+        "request_key": 218, "keyctl": 219, "clone": 220, "execve": 221, "rt_tgsigqueueinfo": 240,
+        "perf_event_open": 241, "accept4": 242, "setns": 268, "sendmmsg": 269, "process_vm_readv": 270,
+        "process_vm_writev": 271, "memfd_create": 279, "bpf": 280, "execveat": 281, "userfaultfd": 282,
+        "pidfd_send_signal": 424, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+        "pidfd_open": 434, "clone3": 435, "pidfd_getfd": 438, "mount_setattr": 442,
+    }),
+}
+
+#: Refused outright (`EPERM`): sockets (`socket`, `connect`, `bind`, ...: `socketpair`, which asyncio needs, stays),
+#: process creation and `execve`, access to other processes (`ptrace`, `process_vm_*`, pidfds), namespaces and mounts,
+#: kernel keyrings, io_uring (whose operations bypass this filter), `memfd_create` (memory outside the disk quota),
+#: `bpf`, `perf_event_open`, `userfaultfd`.
+_SECCOMP_REFUSED = (
+    "socket", "connect", "bind", "listen", "accept", "accept4", "sendmsg", "sendmmsg", "fork", "vfork", "execve",
+    "execveat", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd", "pidfd_send_signal",
+    "tkill", "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "open_tree", "move_mount", "fsopen",
+    "fsconfig", "fsmount", "fspick", "mount_setattr", "add_key", "request_key", "keyctl", "io_uring_setup",
+    "io_uring_enter", "io_uring_register", "memfd_create", "bpf", "perf_event_open", "userfaultfd",
+)  # fmt: skip
+
+
+_SECCOMP_TEMPLATES: dict[str, tuple[bytes, list[int]] | None] = {}
+
+
+def _seccomp_filter(pid: int, machine: str | None = None) -> bytes | None:
+    """The seccomp program (classic BPF, `struct sock_filter[]`) that the child `pid` installs on itself, or None on
+    an architecture without a table above. Built once per architecture; each run only writes its pid in.
+
+    Besides `_SECCOMP_REFUSED`: `clone` only for threads (`CLONE_THREAD`, no new namespace; `clone3` answers `ENOSYS`,
+    so that the C library falls back to `clone`, whose flags a filter can read); signals (`kill`, `tgkill`,
+    `rt_*sigqueueinfo`) only to the program itself; `sendto` only without an address (on a connected socket pair);
+    `mknod`/`mknodat` not for character or block devices; `ioctl` not to set inode flags (`FS_IOC_SETFLAGS`,
+    `FS_IOC_FSSETXATTR`: immutable, append-only). Another architecture's system calls (x32, i386) are refused.
+    """
+    import struct
+
+    machine = machine or os.uname().machine
+    if machine not in _SECCOMP_TEMPLATES:
+        _SECCOMP_TEMPLATES[machine] = _seccomp_template(machine)
+    template = _SECCOMP_TEMPLATES[machine]
+    if template is None:
+        return None
+    code, pid_offsets = template
+    program = bytearray(code)
+    for offset in pid_offsets:
+        struct.pack_into("=I", program, offset, pid & 0xFFFFFFFF)
+    return bytes(program)
+
+
+def _seccomp_template(machine: str) -> tuple[bytes, list[int]] | None:
+    """`_seccomp_filter`'s program for `machine`, and the byte offsets where the pid goes."""
+    import struct
+
+    arch, numbers = _SECCOMP_SYSCALLS.get(machine, (None, None))
+    if arch is None:
+        return None
+    pid = None  # a placeholder, replaced by 0 here and by the child's pid in _seccomp_filter
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38  # SECCOMP_RET_ALLOW / _ERRNO | errno
+    ld, jeq, jge, jset, and_, ret = 0x20, 0x15, 0x35, 0x45, 0x54, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, ..., ALU|AND, RET
+
+    def arg(i, high=False):  # offset of args[i] in struct seccomp_data (little-endian halves)
+        return 16 + 8 * i + (4 if high else 0)
+
+    def one_of(i, values):  # refuse when the low 32 bits of args[i] are one of `values`
+        return [(ld, 0, 0, arg(i))] + [(jeq, len(values) - k, 0, v) for k, v in enumerate(values)] + [
+            (ret, 0, 0, allow), (ret, 0, 0, eperm)]
+
+    own = [(ld, 0, 0, arg(0)), (jeq, 0, 1, pid), (ret, 0, 0, allow), (ret, 0, 0, eperm)]
+    device = [(ld, 0, 0, 0), (and_, 0, 0, 0o170000), (jeq, 1, 0, 0o020000), (jeq, 0, 1, 0o060000),
+              (ret, 0, 0, eperm), (ret, 0, 0, allow)]
+    clone_new = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+    bodies = {name: [(ret, 0, 0, eperm)] for name in _SECCOMP_REFUSED}
+    bodies.update({
+        "clone3": [(ret, 0, 0, enosys)],
+        "clone": [(ld, 0, 0, arg(0)), (jset, 2, 0, clone_new), (jset, 0, 1, 0x10000), (ret, 0, 0, allow),
+                  (ret, 0, 0, eperm)],
+        "kill": own, "tgkill": own, "rt_sigqueueinfo": own, "rt_tgsigqueueinfo": own,
+        "sendto": [(ld, 0, 0, arg(4)), (jeq, 0, 3, 0), (ld, 0, 0, arg(4, True)), (jeq, 0, 1, 0), (ret, 0, 0, allow),
+                   (ret, 0, 0, eperm)],
+        "mknod": [(ld, 0, 0, arg(1))] + device[1:],
+        "mknodat": [(ld, 0, 0, arg(2))] + device[1:],
+        "ioctl": one_of(1, (0x40086602, 0x40046602, 0x401C5820)),  # FS_IOC_SETFLAGS, FS_IOC32_SETFLAGS, FSSETXATTR
+    })  # fmt: skip
+    program = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, eperm), (ld, 0, 0, 0)]
+    if arch == 0xC000003E:  # x32 system calls (number | 0x40000000) share x86-64's arch value
+        program += [(jge, 0, 1, 0x40000000), (ret, 0, 0, eperm)]
+    for name, body in bodies.items():
+        if name in numbers:  # each body ends in a return, so the number stays loaded for the next test
+            program += [(jeq, 0, len(body), numbers[name]), *body]
+    program.append((ret, 0, 0, allow))
+    pid_offsets = [8 * i + 4 for i, instruction in enumerate(program) if instruction[3] is None]
+    code = b"".join(struct.pack("=HBBI", *instruction[:3], instruction[3] or 0) for instruction in program)
+    return code, pid_offsets
+
 
 
 def _rewrite_asserts(tree):
@@ -898,6 +1267,7 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
 
     # Everything used after the program starts is bound here.
     write, exit_now, fstat, getcwd, readlink, fspath = os.write, os._exit, os.fstat, os.getcwd, os.readlink, os.fspath
+    statvfs = os.statvfs
     gettrace, getprofile, settrace, setprofile = sys.gettrace, sys.getprofile, sys.settrace, sys.setprofile
     exact_str = str.__str__
     OrigAssertionError = AssertionError
@@ -906,7 +1276,15 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
     chan_id = (chan_stat.st_dev, chan_stat.st_ino)
     violations = []
     tamper_notes = []
-    isolation = {"landlock_abi": 0, "landlock_reads": False, "network_namespace": False, "nproc_limit": None}
+    isolation = {
+        "landlock_abi": 0,
+        "landlock_reads": False,
+        "network_namespace": False,
+        "disk_tmpfs": False,
+        "capabilities_dropped": False,
+        "seccomp": False,
+        "nproc_limit": None,
+    }
 
     def text(value, limit=1500):
         if not isinstance(value, str):
@@ -963,7 +1341,7 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
         isolation["nproc_limit"] = tasks + job["max_processes"]
         limit(resource.RLIMIT_NPROC, isolation["nproc_limit"])
 
-    # ---- 2. kernel isolation, best effort: network namespace, Landlock
+    # ---- 2. kernel isolation, best effort: namespaces, tmpfs, Landlock, no capabilities, system-call filter
     # What the program may read (None: anything): its folder, the interpreter's own files (every directory
     # on sys.path: the standard library, lib-dynload, site-packages), the system's shared libraries, and the
     # caller's read_paths. Both spellings of a symlinked root count for the audit hook; Landlock resolves.
@@ -975,33 +1353,53 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
                 for spelling in (os.path.normpath(path), os.path.realpath(path)):
                     if spelling != "/" and spelling not in read_roots:
                         read_roots.append(spelling)
-    if linux and (job["network_namespace"] or job["landlock"]):
+    if linux:
         import ctypes
         import struct
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.syscall.restype = ctypes.c_long
-        if job["network_namespace"]:
-            clone_newnet, clone_newuser = 0x40000000, 0x10000000
-            if libc.unshare(clone_newnet) == 0:
-                isolation["network_namespace"] = True
+        # 2a. A new network namespace (no interface but a loopback that is down) and a private mount namespace; as
+        # root directly, otherwise inside a new user namespace (which gives this process capabilities there only).
+        clone_newnet, clone_newns, clone_newuser = 0x40000000, 0x00020000, 0x10000000
+        wanted = (clone_newnet if job["network_namespace"] else 0) | (clone_newns if job["tmpfs"] else 0)
+        missing = 0
+        for flag in (clone_newnet, clone_newns):
+            if wanted & flag and libc.unshare(flag) != 0:
+                missing |= flag
+        if missing:
+            uid, gid = os.getuid(), os.getgid()
+            if libc.unshare(clone_newuser | missing) == 0:
+                # Map our own ids into the new user namespace, or files cannot be created (EOVERFLOW).
+                for path, line in (
+                    ("/proc/self/setgroups", "deny"),
+                    ("/proc/self/uid_map", f"{uid} {uid} 1"),
+                    ("/proc/self/gid_map", f"{gid} {gid} 1"),
+                ):
+                    with open(path, "w") as fh:
+                        fh.write(line)
+                if isolation["nproc_limit"] is not None:
+                    # Tasks are now counted per user namespace: our own count starts at 1, so the limit
+                    # becomes exact for this run (the outer limit still applies to the outer count).
+                    isolation["nproc_limit"] = 1 + job["max_processes"]
+                    limit(resource.RLIMIT_NPROC, isolation["nproc_limit"])
             else:
-                uid, gid = os.getuid(), os.getgid()
-                if libc.unshare(clone_newuser | clone_newnet) == 0:
-                    # Map our own ids into the new user namespace, or files cannot be created (EOVERFLOW).
-                    for path, line in (
-                        ("/proc/self/setgroups", "deny"),
-                        ("/proc/self/uid_map", f"{uid} {uid} 1"),
-                        ("/proc/self/gid_map", f"{gid} {gid} 1"),
-                    ):
-                        with open(path, "w") as fh:
-                            fh.write(line)
-                    isolation["network_namespace"] = True
-                    if isolation["nproc_limit"] is not None:
-                        # Tasks are now counted per user namespace: our own count starts at 1, so the limit
-                        # becomes exact for this run (the outer limit still applies to the outer count).
-                        isolation["nproc_limit"] = 1 + job["max_processes"]
-                        limit(resource.RLIMIT_NPROC, isolation["nproc_limit"])
+                wanted &= ~missing
+        isolation["network_namespace"] = bool(wanted & clone_newnet)
+        # 2b. The folder becomes a tmpfs of max_disk_mb (+ 4 KiB, so that "full" means "over the quota") and one inode
+        # per 4 KiB, without devices, set-uid or executables; mounts stay private to this namespace.
+        if wanted & clone_newns:
+            quota = job["max_disk_bytes"]
+            options = f"size={quota + 4096},nr_inodes={quota // 4096 + 2},mode=0700"
+            options += f",uid={os.getuid()},gid={os.getgid()}"
+            ms_nosuid, ms_nodev, ms_noexec, ms_rec, ms_private = 2, 4, 8, 0x4000, 0x40000
+            if libc.mount(b"none", b"/", None, ms_rec | ms_private, None) == 0 and libc.mount(
+                b"tmpfs", os.fsencode(tmpdir), b"tmpfs", ms_nosuid | ms_nodev | ms_noexec, options.encode()
+            ) == 0:
+                os.chdir(tmpdir)  # the old working directory is the folder under the mount
+                isolation["disk_tmpfs"] = True
+        # 2c. Landlock: writes only in the folder (no device nodes even there), reads where read_roots allow, no
+        # execve, no TCP, no abstract Unix sockets or signals outside the sandbox (by ABI).
         if job["landlock"]:
             abi = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(NULL, 0, VERSION)
             if abi >= 1:
@@ -1010,6 +1408,7 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
                     (1, 4, 5, 6, 7, 8, 9, 10, 11, 12) + ((13,) if abi >= 2 else ()) + ((14,) if abi >= 3 else ())
                 ):
                     write_bits |= 1 << bit  # WRITE_FILE, REMOVE_*, MAKE_*, REFER, TRUNCATE
+                make_devices = (1 << 6) | (1 << 11)  # MAKE_CHAR, MAKE_BLOCK: handled, granted nowhere
                 read_file, read_dir = 1 << 2, 1 << 3
                 read_bits = (read_file | read_dir) if read_roots is not None else 0
                 handled_fs = write_bits | read_bits | 1  # | EXECUTE, allowed nowhere: no execve
@@ -1021,7 +1420,10 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
                     attr = struct.pack("=Q", handled_fs)
                 ruleset = libc.syscall(444, ctypes.c_char_p(attr), len(attr), 0)
                 ok = ruleset >= 0
-                rules = [(tmpdir, write_bits | read_bits), (os.devnull, (1 << 1) | ((1 << 14) if abi >= 3 else 0))]
+                rules = [
+                    (tmpdir, (write_bits & ~make_devices) | read_bits),
+                    (os.devnull, (1 << 1) | ((1 << 14) if abi >= 3 else 0)),
+                ]
                 for path in read_roots or ():
                     rules.append((path, read_bits if os.path.isdir(path) else read_file))
                 for path, bits in rules:
@@ -1041,6 +1443,23 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
                         isolation["landlock_reads"] = read_roots is not None
                 if ruleset >= 0:
                     os.close(ruleset)
+        # 2d. No capabilities: as root (or in the user namespace) the program cannot make device nodes (CAP_MKNOD),
+        # immutable files (CAP_LINUX_IMMUTABLE), mounts, raw sockets, nor bypass file permissions or signal others.
+        if job["drop_capabilities"]:
+            for cap in range(64):  # PR_CAPBSET_DROP, up to the last capability the kernel knows (EINVAL), or
+                if libc.prctl(24, cap, 0, 0, 0) != 0:  # at once (EPERM) without CAP_SETPCAP: then nothing to drop
+                    break
+            libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+            header = ctypes.create_string_buffer(struct.pack("=Ii", 0x20080522, 0), 8)  # _LINUX_CAPABILITY_VERSION_3
+            sets = ctypes.create_string_buffer(24)  # effective, permitted, inheritable (x2 words): all empty
+            if libc.capset(header, sets) == 0 and libc.capget(header, sets) == 0:
+                isolation["capabilities_dropped"] = not any(sets.raw)
+        # 2e. The system-call filter (built by the parent for this pid), last: it refuses unshare, mount, capset...
+        if job["seccomp_filter"]:
+            code = ctypes.create_string_buffer(job["seccomp_filter"], len(job["seccomp_filter"]))
+            fprog = ctypes.create_string_buffer(struct.pack("HP", len(code.raw) // 8, ctypes.addressof(code)))
+            if libc.prctl(38, 1, 0, 0, 0) == 0:  # PR_SET_NO_NEW_PRIVS (Landlock may have set it already)
+                isolation["seccomp"] = libc.prctl(22, 2, fprog, 0, 0) == 0  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
         libc = None
 
     # ---- 3. the trusted tests, analysed and compiled by the parent; pre-import their modules
@@ -1071,7 +1490,6 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
             fail_tests(f"the tests import {name!r}, which is not available in the sandbox: {exc}")
         guarded[name] = sys.modules[name]
     guarded.pop("sys", None)  # programs legitimately touch sys (setrecursionlimit, stdout wrappers)
-    guarded_snapshot = {name: dict(mod.__dict__) for name, mod in guarded.items()}
     if "exit" not in builtins.__dict__:  # -S skips site, which defines exit()/quit()
         import _sitebuiltins
 
@@ -1286,6 +1704,8 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
     for holder, attr in holders:
         if hasattr(holder, attr):
             setattr(holder, attr, refuse_stub(f"{holder.__name__}.{attr}"))
+    # Taken after the stubs replaced os.pidfd_open & co., or tests that import os or signal would find them "changed".
+    guarded_snapshot = {name: dict(mod.__dict__) for name, mod in guarded.items()}
     sys.addaudithook(audit_hook)
 
     # ---- 5. strict-assert helpers
@@ -1399,11 +1819,23 @@ def _harness_main(job):  # pragma: no cover - executed in the sandboxed child
             return "assertion_failed"
         return "runtime_error"
 
+    def over_disk_quota():
+        """The folder's tmpfs holds more than max_disk_mb: it is sized to just exceed it, so this also catches a
+        program that failed on ENOSPC, or keeps deleted files open."""
+        try:
+            fs = statvfs(tmpdir)
+        except OSError:
+            return False
+        return (fs.f_blocks - fs.f_bfree) * fs.f_frsize > job["max_disk_bytes"] or fs.f_ffree == 0
+
     def finish(status, info):
         if violations:
             status = "sandbox_violation"
         elif tamper_notes:
             status = "tampered"
+        elif isolation["disk_tmpfs"] and over_disk_quota():
+            status = "disk_quota"
+            info["limit_mb"] = job["max_disk_bytes"] // 2**20
         report(status, info)
 
     def check_untampered():

@@ -152,7 +152,7 @@ def test_cli_eval(tmp_path, tiny_model_dir, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "| Minerva |" in printed.replace("  ", "") or "Minerva" in printed.splitlines()[1]
-    assert "tiny-model" in printed and "minerva: 2 problems x 2 samples" in printed
+    assert "tiny-model" in printed and "2 problems x 2 samples" in printed and "95% interval" in printed
     assert json.load(open(os.path.join(out, "results.json")))["benchmarks"]["minerva"]["num_samples"] == 4
     with pytest.raises(SystemExit, match="expected NAME=VALUE"):
         main(["eval", "--model", tiny_model_dir, "--data-file", "minerva"])

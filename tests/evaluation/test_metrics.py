@@ -53,3 +53,27 @@ def test_curve_and_mean_accuracy_over_problems():
     assert set(pass_at_k_curve([[True], [False, False, True]])) == {1}
     assert mean_accuracy([[True], [False, False, True]]) == pytest.approx(2 / 4)
     assert pass_at_k_curve([]) == {} and mean_accuracy([]) == 0.0
+
+
+def test_accuracy_interval_by_hand_and_against_the_normal_approximation():
+    import math
+    import random
+
+    from rasft_trl.evaluation.metrics import accuracy_interval
+
+    # per-problem accuracies 0.5, 1, 0: mean 0.5, sample sd 0.5, standard error 0.5 / sqrt(3)
+    hand = accuracy_interval([[True, False], [True, True], [False, False]])
+    assert hand["stderr"] == pytest.approx(0.5 / math.sqrt(3))
+    assert 0 <= hand["ci_low"] <= 0.5 <= hand["ci_high"] <= 1
+    same = accuracy_interval([[True, False]] * 5)
+    assert same == {"stderr": 0.0, "ci_low": 0.5, "ci_high": 0.5}
+    assert accuracy_interval([[True]]) == {"stderr": None, "ci_low": None, "ci_high": None}
+    # 400 problems, one sample each at p = 0.3: the bootstrap interval is close to mean +/- 1.96 s.e.
+    rng = random.Random(1)
+    draws = [[rng.random() < 0.3] for _ in range(400)]
+    result = accuracy_interval(draws)
+    mean = sum(d[0] for d in draws) / 400
+    assert result["stderr"] == pytest.approx(math.sqrt(mean * (1 - mean) / 399), rel=1e-9)
+    assert result["ci_low"] == pytest.approx(mean - 1.96 * result["stderr"], abs=0.01)
+    assert result["ci_high"] == pytest.approx(mean + 1.96 * result["stderr"], abs=0.01)
+    assert accuracy_interval(draws) == result  # seeded

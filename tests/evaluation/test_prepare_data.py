@@ -54,7 +54,7 @@ def test_seeded_order_is_a_seeded_permutation():
 def test_numina_keeps_verifiable_rows_and_counts_the_dropped(tmp_path):
     data = write_jsonl(str(tmp_path / "numina.jsonl"), NUMINA)
     out = str(tmp_path / "numina-10k")
-    stats = prepare("numina", out, num_samples=100, seed=3, data_file=data)
+    stats = prepare("numina", out, num_rows=100, seed=3, data_file=data)
     assert stats.examined == 7 and stats.kept == 4
     assert stats.dropped == {"empty_problem": 1, "gold_no_answer": 1, "gold_unparseable": 1}
     rows = [json.loads(line) for line in open(os.path.join(out, "train.jsonl"))]
@@ -67,18 +67,18 @@ def test_numina_keeps_verifiable_rows_and_counts_the_dropped(tmp_path):
     assert saved["kept"] == 4 and saved["dropped"]["gold_unparseable"] == 1 and saved["settings"]["seed"] == 3
 
 
-def test_numina_stops_at_num_samples(tmp_path):
+def test_numina_stops_at_num_rows(tmp_path):
     data = write_jsonl(str(tmp_path / "numina.jsonl"), NUMINA)
-    stats = prepare("numina", str(tmp_path / "out"), num_samples=2, seed=0, data_file=data)
+    stats = prepare("numina", str(tmp_path / "out"), num_rows=2, seed=0, data_file=data)
     assert stats.kept == 2 and stats.examined >= 2
     assert len(open(tmp_path / "out" / "train.jsonl").read().splitlines()) == 2
 
 
 def test_kodcode_with_and_without_solution_checks(tmp_path):
     data = write_jsonl(str(tmp_path / "kodcode.jsonl"), KODCODE)
-    plain = prepare("kodcode", str(tmp_path / "plain"), num_samples=10, data_file=data)
+    plain = prepare("kodcode", str(tmp_path / "plain"), num_rows=10, data_file=data)
     assert plain.kept == 3 and plain.dropped == {"empty_solution": 1, "invalid_tests": 1}
-    checked = prepare("kodcode", str(tmp_path / "checked"), num_samples=10, data_file=data, check_solutions=True)
+    checked = prepare("kodcode", str(tmp_path / "checked"), num_rows=10, data_file=data, check_solutions=True)
     assert checked.kept == 2 and checked.dropped == {"empty_solution": 1, "invalid_tests": 1, "reference_failed": 1}
     rows = [json.loads(line) for line in open(tmp_path / "checked" / "train.jsonl")]
     assert {r["source_index"] for r in rows} == {0, 4}
@@ -103,7 +103,7 @@ def test_a_recipe_trains_on_a_prepared_folder(tmp_path, tiny_model_dir):
 
     data = write_jsonl(str(tmp_path / "numina.jsonl"), NUMINA)
     folder = str(tmp_path / "numina-10k")
-    prepare("numina", folder, num_samples=4, data_file=data)
+    prepare("numina", folder, num_rows=4, data_file=data)
     recipe = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "Qwen2.5-Math-1.5B", "rasft",
                           "config_numina.yaml")
     args = [
@@ -125,6 +125,6 @@ def test_cli_prepare_data(tmp_path, capsys):
 
     data = write_jsonl(str(tmp_path / "numina.jsonl"), NUMINA)
     assert main(["prepare-data", "numina", "--output-dir", str(tmp_path / "o"), "--data-file", data,
-                 "--num-samples", "3"]) == 0
+                 "--num-rows", "3"]) == 0
     printed = capsys.readouterr().out
     assert '"kept": 3' in printed and "train.jsonl" in printed

@@ -26,10 +26,12 @@ TIMEOUT = 3.0  # generous: the CI machine may be loaded; every "fast" assertion 
 
 @pytest.fixture(scope="module", params=["all_layers", "in_process_guards_only"])
 def sandbox(request) -> Sandbox:
-    # Every adversarial test runs twice: with the kernel layers (network namespace, Landlock) where the
-    # machine has them, and without them, so that each guarantee is shown to hold on kernels without.
+    # Every adversarial test runs twice: with the kernel layers (network namespace, Landlock, seccomp, the work
+    # folder's tmpfs) where the machine has them, and without them, so that each guarantee is shown to hold on
+    # kernels without.
     kernel = request.param == "all_layers"
-    return Sandbox(timeout_s=TIMEOUT, memory_mb=512, max_output_bytes=4096, landlock=kernel, network_namespace=kernel)
+    return Sandbox(timeout_s=TIMEOUT, memory_mb=512, max_output_bytes=4096, landlock=kernel, network_namespace=kernel,
+                   seccomp=kernel, tmpfs=kernel)
 
 
 @pytest.fixture(scope="module")
