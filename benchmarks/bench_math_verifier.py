@@ -17,6 +17,9 @@ Rows:
                         mixed in; the pool is started and warmed before timing. Cache off.
     realistic mix, K=4  the same prompts with 4 rollouts each, 2 distinct answers per prompt (cache on).
     sympy-only          every pair needs sympy (radicals, pi, polynomials): the worker-pool bound.
+    hostile             power towers, huge factorials, floors of huge numbers, tiny reciprocals, alone and at the
+                        end of longer texts: each must be judged in under 50 ms without reaching the timeout
+                        (the run fails otherwise); prints the slowest one.
 """
 
 from __future__ import annotations
@@ -102,6 +105,30 @@ def structured_pairs(rng: random.Random, n: int) -> list[tuple[str, str]]:
         )
         pairs.append((choice[0], _response(choice[1])))
     return pairs
+
+
+HOSTILE = [
+    "9^{9^{9^{9}}} - 1", "10^{-10^{10}}", "\\frac{1}{10^{10^{10}}}", "(10^{10^{10}})!", "\\left(10^{7}\\right)! - 3",
+    "\\lfloor 10^{10^{6}} \\pi \\rfloor", "\\lceil 10^{10^{5}} e \\rceil", "\\sin(10^{10^{10}})",
+    "2^{2^{2^{2^{2^{2}}}}} + 1", "\\binom{10^{9}}{10^{8}}", "7^{7^{7^{7}}} \\bmod 10",
+]
+
+
+def hostile_row(workers: int | None, timeout: float) -> tuple[int, float, float, dict]:
+    """Judge every hostile answer, alone and inside a longer text; return (pairs, slowest seconds, total seconds,
+    stats). Fails when one takes 50 ms or reaches the timeout."""
+    slowest = total = 0.0
+    with MathVerifier(num_workers=workers, timeout=timeout, cache_size=0) as verifier:
+        verifier.verify_batch([_response("\\sqrt{4}")] * verifier.num_workers, ["2"] * verifier.num_workers)
+        verifier.reset_stats()
+        for answer in HOSTILE:
+            for response in (f"\\boxed{{{answer}}}", _response(answer)):
+                started = time.perf_counter()
+                result = verifier.verify(response, "7")
+                elapsed = time.perf_counter() - started
+                slowest, total = max(slowest, elapsed), total + elapsed
+                assert elapsed < 0.05 and result.reason != "timeout", (answer, result.reason, elapsed)
+        return 2 * len(HOSTILE), slowest, total, dict(verifier.stats)
 
 
 def realistic_pairs(rng: random.Random, n: int) -> list[tuple[str, str]]:
@@ -203,6 +230,9 @@ def main() -> None:
         n = max(8, args.n // 8)
         rate = _run(verifier, sympy_pairs(rng, n), args.batch_size)
         rows.append((f"sympy-only ({verifier.num_workers} workers)", n, rate, verifier.stats))
+
+    n_hostile, slowest, total, stats = hostile_row(args.workers, args.timeout)
+    rows.append((f"hostile (slowest {1000 * slowest:.1f} ms, limit 50 ms)", n_hostile, n_hostile / total, stats))
 
     print(f"cpus: {os.cpu_count()}, python {sys.version.split()[0]}")
     print(f"{'workload':<55} {'pairs':>7} {'verif/s':>10} {'fast':>6} {'sympy':>6} {'cache':>6} {'timeouts':>8}")

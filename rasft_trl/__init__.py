@@ -21,8 +21,8 @@ _LAZY = {
     "RASFTTrainer": "rasft_trl.rasft_trainer",
     "SRFTConfig": "rasft_trl.srft_config",
     "SRFTTrainer": "rasft_trl.srft_trainer",
-    "get_verifier": "rasft_trl.verifiers.base",
-    "register_verifier": "rasft_trl.verifiers.base",
+    "get_verifier": "rasft_trl.verifiers.registry",
+    "register_verifier": "rasft_trl.verifiers.registry",
     "VerifyResult": "rasft_trl.verifiers.base",
 }
 
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from .rasft_trainer import RASFTTrainer
     from .srft_config import SRFTConfig
     from .srft_trainer import SRFTTrainer
-    from .verifiers.base import VerifyResult, get_verifier, register_verifier
+    from .verifiers.base import VerifyResult
+    from .verifiers.registry import get_verifier, register_verifier
 
 
 def __getattr__(name: str):

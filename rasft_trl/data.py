@@ -7,6 +7,7 @@ and the row index in the message; nothing is dropped silently.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from .verifiers.base import completion_text
 
 
 INDEX_COLUMN = "rasft_index"
+logger = logging.getLogger(__name__)
 
 
 def validate_columns(
@@ -116,6 +118,52 @@ def check_prompt_lengths(prompt_lengths: list[int], max_length: int, prompt_colu
                 f"Column {prompt_column!r}, row {index}: the prompt is {length} tokens long, which leaves no room "
                 f"for a completion within max_length={max_length}. Raise `max_length` or shorten the prompt."
             )
+
+
+def tokenize_dataset(dataset, tokenizer, args, split: str, references: list[str], eos_token_id: int,
+                     counters: dict[str, float]):
+    """Validate a training or evaluation set (`split`: "train", "eval", "eval_<name>") and tokenize it: the columns
+    `prompt_ids`, `completion_ids` and `INDEX_COLUMN`. `references`: the columns the reward functions read. The count
+    of demonstrations longer than `args.max_length` goes to `counters["data/<split>_expert_truncated"]`; a streamed
+    set (`IterableDataset`) is checked and tokenized lazily, as the trainer reads it, and its count grows as it
+    goes."""
+    from datasets import IterableDataset
+
+    which = "training" if split == "train" else f"evaluation ({split})"
+    if not hasattr(dataset, "column_names") or not hasattr(dataset, "map"):
+        raise TypeError(f"The {which} dataset must be a `datasets.Dataset` (or, for evaluation, a dict of them), "
+                        f"got {type(dataset).__name__}.")
+    streaming = isinstance(dataset, IterableDataset)
+    columns = dataset.column_names
+    if columns is None:  # a streamed dataset whose features are unknown: the first row's columns
+        columns = list(next(iter(dataset)).keys())
+    validate_columns(columns, [args.prompt_column, args.completion_column] + references, which)
+    strings = [r for r in references if r == "answer"]
+    if not streaming:
+        validate_rows(dataset, args.prompt_column, args.completion_column, strings)
+    counter = f"data/{split}_expert_truncated"
+
+    def tokenize(row, index):
+        if streaming:  # checked as the rows are read; a whole dataset is checked up front
+            validate_row(row, index, args.prompt_column, args.completion_column, strings)
+        prompt_ids = tokenize_prompt(tokenizer, row[args.prompt_column], args.chat_template_kwargs)
+        completion_ids = tokenize_completion(tokenizer, row[args.completion_column], eos_token_id)
+        if streaming:
+            check_prompt_lengths([len(prompt_ids)], args.max_length, args.prompt_column, first_row=index)
+            counters[counter] += len(prompt_ids) + len(completion_ids) > args.max_length
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, INDEX_COLUMN: index}
+
+    if streaming:  # tokenized lazily, as the trainer reads it; the truncation count grows as it goes
+        counters[counter] = 0
+        return dataset.map(tokenize, with_indices=True)
+    dataset = dataset.map(tokenize, with_indices=True, desc=f"Tokenizing {split} dataset")
+    check_prompt_lengths([len(ids) for ids in dataset["prompt_ids"]], args.max_length, args.prompt_column)
+    overlong = sum(p + c > args.max_length for p, c in zip(
+        map(len, dataset["prompt_ids"]), map(len, dataset["completion_ids"])))
+    if overlong:
+        logger.warning(f"{overlong} {split} demonstrations exceed max_length={args.max_length} and are truncated.")
+    counters[counter] = overlong
+    return dataset
 
 
 @dataclass

@@ -41,7 +41,7 @@ def is_hub_id(name: str | None) -> bool:
 
 def describe_model(name_or_path: str | None) -> tuple[str, str | None]:
     """The card's words for the base model, and its Hub id (None when it has none)."""
-    from .demo.model import source_model
+    from .cache import source_model
 
     if not name_or_path:
         return "a model built in memory (it has no name or path)", None

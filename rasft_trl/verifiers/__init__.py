@@ -2,14 +2,19 @@
 
 `MathVerifier` (sympy imported lazily, inside its workers), `CodeVerifier` and `Sandbox`, and `RoutedVerifier`
 are imported on first use.
+
+The built-in names `"math"` and `"code"` are registered here, with factories that import their verifier when called:
+the interface (`base.py`) and the registry (`registry.py`) import no verifier, so no verifier module imports itself
+back through them.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from .base import Verdict, Verifier, VerifyResult, completion_text, get_verifier, register_verifier
-
+from .base import Verdict, Verifier, VerifyResult, completion_text
+from .registry import get_verifier, register_verifier, registered_verifiers
 
 _LAZY = {
     "MathVerifier": ".math",
@@ -19,6 +24,28 @@ _LAZY = {
 }
 
 __all__ = ["Verdict", "Verifier", "VerifyResult", "completion_text", "get_verifier", "register_verifier", *_LAZY]
+
+
+def _math_verifier(**kwargs: Any):
+    from .math import MathVerifier
+
+    return MathVerifier(**kwargs)
+
+
+def _code_verifier(**kwargs: Any):
+    from .code import CodeVerifier
+
+    return CodeVerifier(**kwargs)
+
+
+def _register_builtins() -> None:
+    # Imported lazily: the math verifier imports sympy, the code verifier spawns processes.
+    for name, factory in (("math", _math_verifier), ("code", _code_verifier)):
+        if name not in registered_verifiers():  # a name registered before is kept
+            register_verifier(name, factory)
+
+
+_register_builtins()
 
 
 def __getattr__(name: str):

@@ -10,6 +10,10 @@ Every verifier is also callable in TRL's reward-function form
 functions to RASFT.
 
 Separation rule: verifiers never import torch, and every call is bounded in time.
+
+This module is the interface only; names are resolved by the registry (`registry.py`: `get_verifier`,
+`register_verifier`, `registered_verifiers`, re-exported here and from `rasft_trl.verifiers`), which the package
+fills with the built-in verifiers.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from .registry import get_verifier, register_verifier, registered_verifiers  # noqa: F401  (the older import path)
 
 
 class Verdict(str, enum.Enum):
@@ -105,43 +111,3 @@ class Verifier:
 
 
 RewardFunc = Callable[..., list]
-
-_REGISTRY: dict[str, Callable[..., Any]] = {}
-
-
-def register_verifier(name: str, factory: Callable[..., Any]) -> None:
-    """Register a verifier factory under `name`, so that configs and trainers can refer to it by name."""
-    _REGISTRY[name] = factory
-
-
-def get_verifier(name_or_callable: str | Callable, **kwargs: Any) -> Callable:
-    """Resolve a registered name (`"math"`, `"code"`, ...) or pass a callable through unchanged."""
-    if callable(name_or_callable):
-        return name_or_callable
-    if name_or_callable not in _REGISTRY:
-        _register_builtins()
-    if name_or_callable not in _REGISTRY:
-        raise ValueError(f"Unknown verifier {name_or_callable!r}; registered: {sorted(_REGISTRY)}.")
-    return _REGISTRY[name_or_callable](**kwargs)
-
-
-def registered_verifiers() -> list[str]:
-    """The names `get_verifier` resolves (the built-in ones and those added with `register_verifier`)."""
-    _register_builtins()
-    return sorted(_REGISTRY)
-
-
-def _register_builtins() -> None:
-    # Imported lazily: the math verifier imports sympy, the code verifier spawns processes.
-    def _math(**kw):
-        from .math import MathVerifier
-
-        return MathVerifier(**kw)
-
-    def _code(**kw):
-        from .code import CodeVerifier
-
-        return CodeVerifier(**kw)
-
-    _REGISTRY.setdefault("math", _math)
-    _REGISTRY.setdefault("code", _code)

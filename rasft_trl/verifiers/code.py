@@ -273,11 +273,11 @@ class CodeVerifier(Verifier):
         return results
 
     def abort(self) -> None:
-        """Cancel the queued programs of every running batch and kill the running ones (their `verify_batch` calls
-        then raise). Called at interpreter exit; callable from any thread."""
+        """Cancel the queued programs of every running batch, kill the running ones and refuse new ones (their
+        `verify_batch` calls then end at once). Called at interpreter exit; callable from any thread; final."""
         for pool in list(self._pools):
             pool.shutdown(wait=False, cancel_futures=True)
-        self.sandbox.kill_running()
+        self.sandbox.stop()
 
     def _prepare(self, prediction: str, reference: Any, row: dict):
         """(program, tests, entry_point), or a final VerifyResult when nothing needs to run."""

@@ -85,12 +85,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._timeout import KillablePool, TaskOutcome
+from .math_magnitude import exact_digits
 from .base import Verdict, Verifier, VerifyResult
 from .math_normalize import (
     FALLBACKS,
     Node,
     clock_seconds,
     compact,
+    decimal_comma,
     extract_answer,
     extract_boxed,
     extract_gold,
@@ -628,6 +630,7 @@ def _judge(gold: str, pred: str, rel_tol: float, use_sympy: bool) -> VerifyResul
         return VerifyResult(_INCORRECT, "empty_prediction", pred_norm, gold_norm, details)
     if compact(gold_norm) == compact(pred_norm):
         return VerifyResult(_CORRECT, "string_match", pred_norm, gold_norm, details)
+    gold_norm, pred_norm = decimal_comma(gold_norm, pred_norm), decimal_comma(pred_norm, gold_norm)
     comparer = _Comparer(rel_tol, use_sympy)
     verdict, reason = comparer.nodes(parse_structure(gold_norm), parse_structure(pred_norm))
     if verdict is None:
@@ -636,7 +639,22 @@ def _judge(gold: str, pred: str, rel_tol: float, use_sympy: bool) -> VerifyResul
     return VerifyResult(verdict, reason, pred_norm, gold_norm, details)
 
 
-def answers_equivalent(gold: str, prediction: str, rel_tol: float = 1e-6, use_sympy: bool = True) -> VerifyResult:
+def too_large(gold: str, pred: str, max_digits: int) -> VerifyResult | None:
+    """A verdict without sympy when either answer needs more than `max_digits` exact digits (see
+    `math_magnitude.exact_digits`): the prediction INCORRECT (`"too_large"`), else a gold CANNOT_JUDGE
+    (`"gold_too_large"`); None when both are of a size sympy handles."""
+    gold_norm, pred_norm = normalize_answer(gold), normalize_answer(pred)
+    for text, verdict, reason in ((pred_norm, _INCORRECT, "too_large"), (gold_norm, _CANNOT, "gold_too_large")):
+        digits = exact_digits(text)
+        if digits is not None and digits > max_digits:
+            return VerifyResult(verdict, reason, pred_norm, gold_norm,
+                                {"extracted_gold": gold, "extracted_prediction": pred, "stage": "magnitude",
+                                 "digits": "inf" if math.isinf(digits) else int(digits), "max_digits": max_digits})
+    return None
+
+
+def answers_equivalent(gold: str, prediction: str, rel_tol: float = 1e-6, use_sympy: bool = True,
+                       max_digits: int = 10_000) -> VerifyResult:
     """Compare an extracted gold answer with an extracted predicted answer, in this process.
 
     Unlike [`MathVerifier`][rasft_trl.verifiers.math.MathVerifier] there is no time limit: use it for tests,
@@ -650,8 +668,11 @@ def answers_equivalent(gold: str, prediction: str, rel_tol: float = 1e-6, use_sy
         rel_tol: relative tolerance for a decimal against a non-terminating value (see the module docs).
         use_sympy: False restricts the comparison to the sympy-free fast path; undecidable pairs then come back
             as CANNOT_JUDGE with reason `"needs_sympy"`.
+        max_digits: answers needing more exact digits are judged without sympy (see `MathVerifier`).
     """
-    result = _judge(str(gold), str(prediction), rel_tol, use_sympy)
+    result = _judge(str(gold), str(prediction), rel_tol, use_sympy=False)
+    if result is None and use_sympy:
+        result = too_large(str(gold), str(prediction), max_digits) or _judge(str(gold), str(prediction), rel_tol, True)
     if result is None:
         return VerifyResult(_CANNOT, "needs_sympy", normalize_answer(str(prediction)), normalize_answer(str(gold)))
     return result
@@ -672,7 +693,7 @@ def _warm_up_worker() -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 _STAT_KEYS = ("calls", "correct", "incorrect", "cannot_judge", "fast_path", "sympy", "cache_hits", "timeouts",
-              "worker_errors", "no_box", "worker_restarts")
+              "worker_errors", "no_box", "worker_restarts", "too_large")
 
 
 class MathVerifier(Verifier):
@@ -696,11 +717,16 @@ class MathVerifier(Verifier):
         cpu_limit_s: CPU seconds one comparison may use before the kernel itself stops its worker (`RLIMIT_CPU`),
             the deadline that still holds when the trainer is gone (default `2 * timeout + 5`; must be above
             `timeout`; `math.inf`: none). Such a stop counts as a timeout.
+        max_digits: an answer whose exact evaluation needs more decimal digits than this (a power tower, a huge
+            factorial, the floor of a huge multiple of pi, `\\frac{1}{10^{10^{10}}}`; estimated from its LaTeX in
+            microseconds, `math_magnitude.exact_digits`) is judged without sympy: a prediction INCORRECT
+            (`"too_large"`), a gold CANNOT_JUDGE (`"gold_too_large"`). Counted in `stats["too_large"]`. `None`
+            turns the guard off (the worker's `timeout` and `cpu_limit_s` remain).
 
     Attributes:
         stats: counters since construction or `reset_stats()`: `calls`, `correct`, `incorrect`, `cannot_judge`,
             `fast_path` (decided without sympy), `sympy` (sent to workers), `cache_hits`, `timeouts`,
-            `worker_errors`, `no_box`, `worker_restarts`.
+            `worker_errors`, `no_box`, `worker_restarts`, `too_large`.
     """
 
     reference_column = "answer"
@@ -718,6 +744,7 @@ class MathVerifier(Verifier):
         memory_limit_mb: float | None = 4096,
         cache_size: int = 10_000,
         cpu_limit_s: float | None = None,
+        max_digits: int | None = 10_000,
     ):
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}.")
@@ -741,6 +768,9 @@ class MathVerifier(Verifier):
         self.memory_limit_mb = memory_limit_mb
         self.cache_size = cache_size
         self.cpu_limit_s = float(cpu_limit_s) if cpu_limit_s is not None else 2 * self.timeout + 5
+        if max_digits is not None and max_digits < 1:
+            raise ValueError(f"max_digits must be None or >= 1, got {max_digits}.")
+        self.max_digits = None if max_digits is None else int(max_digits)
         self.stats: dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
         self._cache: OrderedDict = OrderedDict()
         self._pool: KillablePool | None = None
@@ -818,7 +848,10 @@ class MathVerifier(Verifier):
             return _copy(cached, method)
         result = _judge(gold, answer, self.rel_tol, use_sympy=False)
         if result is None:
-            return key, method
+            result = None if self.max_digits is None else too_large(gold, answer, self.max_digits)
+            if result is None:
+                return key, method
+            self.stats["too_large"] += 1
         self.stats["fast_path"] += 1
         self._remember(key, result)
         return _copy(result, method)

@@ -365,7 +365,7 @@ _TRIG_DEGREE_RE = re.compile(
 _THIN_THOUSANDS_RE = re.compile(
     r"(?<=\d)(?:(?:\\!\s*)?(?:\{,\}|,\s*\\[!,])\s*(?:\\!\s*)?|\\[,; !]\s*)(?=\d{3}(?!\d))"
 )
-_THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_THOUSANDS_RE = re.compile(r"^[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")  # `0,111` is no thousands grouping
 _REAL_WORDS_RE = re.compile(
     r"^(?:\\mathbb\s*\{?\s*R\s*\}?|\\R|\\text\{all real numbers\}|all real numbers|\\text\{all reals\}|all reals)$"
 )
@@ -479,6 +479,21 @@ def _mixed_slash(match: re.Match) -> str:
     return f"{whole}\\frac{{{num}}}{{{den}}}"
 
 
+_TWELVE_HOUR_RE = re.compile(
+    r"(?<![\d:])(\d{1,2}):([0-5]\d)(:[0-5]\d)?\s*(?:\\(?:text|mathrm|textrm|rm)\s*\{)?\s*([AaPp])\.?\s*[Mm]\.?\s*\}?"
+    r"(?![A-Za-z])"
+)
+
+
+def _twenty_four_hour(match: re.Match) -> str:
+    """`8:34 \\text{P.M.}` -> `20:34`, `12:05 am` -> `0:05`; an hour above 12 is left as written."""
+    hours, minutes, seconds, half = int(match.group(1)), match.group(2), match.group(3) or "", match.group(4)
+    if not 1 <= hours <= 12:
+        return match.group(0)
+    hours = hours % 12 + (12 if half in "Pp" else 0)
+    return f"{hours}:{minutes}{seconds}"
+
+
 def normalize_answer(answer: str) -> str:
     """Canonical LaTeX form of an extracted answer (pure string rewriting, no sympy).
 
@@ -491,6 +506,8 @@ def normalize_answer(answer: str) -> str:
     [`compact`][rasft_trl.verifiers.math_normalize.compact] for string comparison.
     """
     text = _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], answer).replace("\n", " ").replace("\t", " ")
+    if ":" in text:  # 12-hour clock times, before A.M./P.M. would be dropped as a unit
+        text = _TWELVE_HOUR_RE.sub(_twenty_four_hour, text)
     text = _DOLLAR_RE.sub("", text)
     text = _THIN_THOUSANDS_RE.sub("", text)
     text = text.replace("\\left.", "").replace("\\right.", "")
@@ -819,6 +836,20 @@ def is_label(text: str) -> bool:
 
 
 _CLOCK_RE = re.compile(r"^(\d{1,2}):([0-5]\d)(?::([0-5]\d))?$")
+_DECIMAL_COMMA_RE = re.compile(r"^-?\d+,\d+$")
+_THOUSANDS_GROUPING_RE = re.compile(r"^-?[1-9]\d{0,2}(?:,\d{3})+$")
+_DECIMAL_POINT_RE = re.compile(r"^-?\d*\.\d+$")
+
+
+def decimal_comma(text: str, other: str) -> str:
+    """`text` with a European decimal comma read as a point, when `other` is a number written with a decimal point
+    and `text` is two digit runs joined by one comma (no space) that is not a thousands grouping: `1,22` -> `1.22`,
+    `0,111` -> `0.111`, `1000,99` -> `1000.99` (against `1.22`, ...). `1,000` stays a thousand, `1, 22` a list, and
+    against anything but a decimal-point number `1,22` stays the list it was."""
+    text, other = text.strip(), other.strip()
+    if _DECIMAL_COMMA_RE.match(text) and not _THOUSANDS_GROUPING_RE.match(text) and _DECIMAL_POINT_RE.match(other):
+        return text.replace(",", ".")
+    return text
 
 
 def clock_seconds(text: str) -> int | None:

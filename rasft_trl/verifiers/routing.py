@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .base import Verdict, Verifier, VerifyResult, get_verifier
+from .base import Verdict, Verifier, VerifyResult
+from .registry import get_verifier
 
 __all__ = ["RoutedVerifier"]
 

@@ -59,8 +59,17 @@ def test_power_towers_are_bounded(verifier):
     assert time.perf_counter() - started < TIMEOUT
 
 
-def test_hanging_comparison_times_out(verifier):
-    """`sin(10^{10^{10}})` needs 10^10 digits of pi: sympy / mpmath hang in C code; the worker is killed."""
+@pytest.fixture(scope="module")
+def unguarded():
+    """A verifier without the magnitude guard (`max_digits`), so that a hostile answer reaches a worker."""
+    with MathVerifier(timeout=TIMEOUT, num_workers=1, max_digits=None) as v:
+        yield v
+
+
+def test_hanging_comparison_times_out(unguarded):
+    """`sin(10^{10^{10}})` needs 10^10 digits of pi: sympy / mpmath hang in C code; the worker is killed. (With the
+    default `max_digits` it never reaches a worker: see test_math_verifier's hostile answers.)"""
+    verifier = unguarded
     before = dict(verifier.stats)
     started = time.perf_counter()
     result = verifier.verify("so $\\boxed{\\sin(10^{10^{10}})}$", "5")
@@ -96,7 +105,8 @@ def test_huge_prediction_is_capped(verifier):
     assert results[3].reason == results[4].reason == "no_box"
 
 
-def test_batch_order_with_mixed_paths(verifier):
+def test_batch_order_with_mixed_paths(unguarded):
+    verifier = unguarded
     before = verifier.stats["timeouts"]
     responses = [
         "\\boxed{42}",  # fast path

@@ -121,6 +121,21 @@ CASES = [
     ("50\\%", "50\\text{ percent}", C),
     ("50\\%", "0.5", I),
     ("0.5", "50\\%", I),
+    # policy (docs/verifiers.md): a percent is not converted to a fraction, both ways
+    ("10\\%", "0.1", I),
+    ("0.1", "10\\%", I),
+    ("10\\%", "10", C),
+    # policy: a European decimal comma (two digit runs, one comma, no space, not a thousands grouping) reads as a
+    # point against a number written with a point; `1,000` stays a thousand and `1, 22` a list
+    ("1,22", "1.22", C),
+    ("1.22", "1,22", C),
+    ("0,111", "0.111", C),
+    ("1000,99", "1000.99", C),
+    ("1,22", "1.23", I),
+    ("1,000", "1.000", I),
+    ("1,000", "1000", C),
+    ("1, 22", "1.22", I),
+    ("1,22", "22, 1", C),
     ("12.5\\%", "12.5", C),
     ("25\\%", "20\\%", I),
     ("30^\\circ", "30", C),
@@ -525,6 +540,22 @@ CASES = [
     ("9:05", "09:05", C),
     ("9:05", "9:50", I),
     ("2:30", "2:30:00", C),
+    # 12-hour times with A.M. / P.M. against 24-hour times
+    ("20:34", "08:34 \\text{P.M.}", C),
+    ("20:34", "8:34 pm", C),
+    ("8:34", "8:34 \\text{P.M.}", I),
+    ("0:05", "12:05 A.M.", C),
+    ("12:30", "12:30 PM", C),
+    ("08:34 \\text{A.M.}", "8:34", C),
+    ("08:34 \\text{A.M.}", "20:34", I),
+    # subscripted symbols written with and without braces, wherever sympy sees them
+    ("v_{0} t + \\frac{1}{2} a t^{2}", "v_0 t+\\frac{a t^2}{2}", C),
+    ("\\frac{r_{0}}{2}", "r_0/2", C),
+    ("\\sqrt{v_{0}^{2}+2 g h}", "\\sqrt{2gh+v_0^2}", C),
+    ("\\frac{\\mu_{0} I}{2\\pi r}", "\\frac{I\\mu_0}{2 \\pi r}", C),
+    ("x = v_{0} t + 1", "x=1+v_0 t", C),
+    ("v_{0} t", "v_1 t", I),
+    ("r_0^2", "r_{0}^{3}", I),
     ("2:30:00", "2:30", C),
     ("2:30", "2:30:15", I),
     ("10:30 \\text{ a.m.}", "10:30", C),
@@ -907,3 +938,56 @@ def test_fast_path_is_bounded_on_adversarial_answers(answer):
     answers_equivalent("5", answer, use_sympy=False)
     answers_equivalent(answer, "5", use_sympy=False)
     assert time.perf_counter() - started < 0.5
+
+
+# ---- hostile answers: judged without sympy, in microseconds (issue 31) ------------------------------------------
+
+HOSTILE = [
+    "9^{9^{9^{9}}} - 1",  # a tower: an integer with about 10^{3.7 * 10^8} digits
+    "10^{-10^{10}}",  # a tiny power
+    "\\frac{1}{10^{10^{10}}}",  # a tiny reciprocal
+    "(10^{10^{10}})!",  # a huge factorial
+    "\\left(10^{6}\\right)! + 1",
+    "\\lfloor 10^{10^{6}} \\pi \\rfloor",  # the floor of a huge multiple of pi: a million digits of pi
+    "\\sin(10^{10^{10}})",
+    "2^{2^{2^{2^{2^{2}}}}} + 1",
+]
+
+
+@pytest.mark.parametrize("answer", HOSTILE)
+def test_hostile_answers_are_rejected_in_milliseconds_without_a_worker(answer):
+    with MathVerifier(timeout=5.0, num_workers=1) as verifier:
+        for response in (f"\\boxed{{{answer}}}", f"We computed carefully. The answer is $\\boxed{{{answer}}}$."):
+            started = time.perf_counter()
+            result = verifier.verify(response, "7")
+            assert time.perf_counter() - started < 0.05
+            assert (result.verdict, result.reason) == (I, "too_large")
+        assert verifier.stats["timeouts"] == 0 and verifier.stats["sympy"] == 0 and verifier._pool is None
+        gold = verifier.verify("\\boxed{7}", answer)  # the same shape as a gold answer cannot be judged
+        assert (gold.verdict, gold.reason) == (J, "gold_too_large")
+    started = time.perf_counter()
+    assert answers_equivalent("7", answer).reason == "too_large"  # in-process too (no time bound there)
+    assert time.perf_counter() - started < 0.05
+
+
+@pytest.mark.parametrize("gold, prediction", [
+    ("2^{2017}-1", "2^{2017}-1+0"), ("\\binom{100}{50}", "100891344545564193334812497256"), ("1000!", "1000!+0"),
+    ("10^{100}", "10^{100}+0"), ("x^{10^{10}}", "x^{10000000000}"),
+])
+def test_large_but_reasonable_answers_still_reach_sympy(gold, prediction):
+    from rasft_trl.verifiers.math import too_large
+
+    assert too_large(gold, prediction, 10_000) is None
+
+
+def test_exact_digits_estimates():
+    from rasft_trl.verifiers.math_magnitude import exact_digits
+
+    assert exact_digits("9^{9^{9^{9}}}") == float("inf")
+    assert exact_digits("2^{2017}") == pytest.approx(2017 * 0.30103, rel=1e-3)
+    assert exact_digits("10^{-10^{10}}") == pytest.approx(1e10)
+    assert exact_digits("100000!") == pytest.approx(5e5)
+    assert exact_digits("\\lfloor 10^{10^{6}} \\pi \\rfloor") == pytest.approx(1e6)
+    assert exact_digits("x^{10^{10}} + y_{1}") < 100  # powers of symbols stay symbolic
+    assert exact_digits("\\frac{1}{2}") < 5 and exact_digits("(1, 2)") < 5
+    assert exact_digits("\\frac{") is None  # outside the grammar: no guard

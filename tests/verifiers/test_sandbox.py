@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from rasft_trl.verifiers import sandbox as sandbox_module
 from rasft_trl.verifiers.sandbox import SANDBOX_STATUSES, Sandbox, SandboxResult
+from rasft_trl.verifiers.sandbox import runner as runner_module  # where Sandbox looks up the harness
 
 TIMEOUT = 3.0  # generous: the CI machine may be loaded; every "fast" assertion below is well under it
 
@@ -176,20 +176,20 @@ def test_group_kill_does_not_depend_on_the_in_process_guards(monkeypatch):
     rogue = (
         "def _harness_main(job):\n    import os, time\n    if os.fork() == 0:\n        os.fork()\n    time.sleep(60)\n"
     )
-    monkeypatch.setattr(sandbox_module, "_harness_code", lambda: marshal.dumps(compile(rogue, "<rogue>", "exec")))
+    monkeypatch.setattr(runner_module, "_harness_code", lambda: marshal.dumps(compile(rogue, "<rogue>", "exec")))
     r = Sandbox(timeout_s=1.0).run("", "assert True")
     assert r.status == "timeout" and r.duration_s < 2.5
     assert group_members(r.details["pid"]) == []
 
 
 def test_a_child_that_never_reads_its_job_cannot_block_the_parent(monkeypatch):
-    monkeypatch.setattr(sandbox_module, "_BOOTSTRAP", "import time\ntime.sleep(60)")
+    monkeypatch.setattr(runner_module, "_BOOTSTRAP", "import time\ntime.sleep(60)")
     r = Sandbox(timeout_s=1.0).run("x = 1\n" * 100_000, "assert True")  # job far above the pipe buffer
     assert r.status == "timeout" and r.duration_s < 2.5
 
 
 def test_a_broken_harness_is_a_visible_sandbox_error(monkeypatch, caplog):
-    monkeypatch.setattr(sandbox_module, "_BOOTSTRAP", "import sys\nsys.exit('harness broke')")
+    monkeypatch.setattr(runner_module, "_BOOTSTRAP", "import sys\nsys.exit('harness broke')")
     r = Sandbox(timeout_s=TIMEOUT).run("x = 1", "assert x == 1")
     assert r.status == "sandbox_error" and "harness broke" in r.stderr
     assert "Sandbox error" in caplog.text

@@ -9,6 +9,7 @@ skipped for other users.
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import stat
@@ -327,7 +328,7 @@ def test_a_non_root_watchdog_removes_a_deep_locked_tree(world_dir):
     os.makedirs(os.path.join(root, "run-x"))
     for path in (root, os.path.join(root, "run-x")):
         os.chown(path, nobody.pw_uid, nobody.pw_gid)
-    build = "import os, sys\n" + sandbox_module.inspect.getsource(build_deep_tree) + "build_deep_tree(sys.argv[1])"
+    build = "import os, sys\n" + inspect.getsource(build_deep_tree) + "build_deep_tree(sys.argv[1])"
     as_nobody = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": [], "timeout": 120, "check": True}
     subprocess.run([SYSTEM_PYTHON, "-I", "-S", "-c", build, os.path.join(root, "run-x")], **as_nobody)
     look = [SYSTEM_PYTHON, "-c", f"import os; os.listdir({root!r} + '/run-x/locked')"]
