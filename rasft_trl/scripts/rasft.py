@@ -377,8 +377,13 @@ def parse_recipe(parser, method: str, argv: list[str] | None = None) -> tuple:
 def run(make_parser, main, method: str, argv: list[str] | None = None):
     """A recipe script's entry point: parse the recipe and the flags, run `main`, leave the process group cleanly.
     A `RecipeError` ends the process with one line on stderr, `rasft-trl train: ...` (no traceback)."""
+    import warnings
+
     from ..distributed import end_distributed
 
+    # transformers >= 5.2x renames `gradient_checkpointing` to `activation_checkpointing` and warns on every run that
+    # sets it; the recipes keep the name every supported transformers (>= 5.10) and TRL read.
+    warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         main(*parse_recipe(make_parser(), method, argv))
     except RecipeError as exc:
