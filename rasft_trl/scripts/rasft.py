@@ -379,7 +379,7 @@ def run(make_parser, main, method: str, argv: list[str] | None = None):
     A `RecipeError` ends the process with one line on stderr, `rasft-trl train: ...` (no traceback)."""
     import warnings
 
-    from ..distributed import end_distributed
+    from ..distributed import end_distributed, exit_launched_process
 
     # transformers >= 5.2x renames `gradient_checkpointing` to `activation_checkpointing` and warns on every run that
     # sets it; the recipes keep the name every supported transformers (>= 5.10) and TRL read.
@@ -389,6 +389,7 @@ def run(make_parser, main, method: str, argv: list[str] | None = None):
     except RecipeError as exc:
         raise SystemExit(f"rasft-trl train: {exc}") from None
     end_distributed()
+    exit_launched_process(0)
 
 
 if __name__ == "__main__":
