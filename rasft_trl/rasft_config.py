@@ -14,6 +14,9 @@ from trl.trainer.base_config import _BaseConfig
 
 
 TOKEN_FACTORS = ("dft", "sft", "profit")
+#: tile sizes (tokens, vocabulary entries) of TRL's fused log-prob kernel when training on the CPU and the config
+#: leaves them `None` (TRL's own 4096 x 32768 are sized for GPUs; see `RASFTConfig.logprob_tile_tokens`)
+CPU_LOGPROB_TILES = (512, 8192)
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean")
 #: the allowed values of the config's string enums (the argument parser's `choices`)
 CHOICES = {
@@ -182,6 +185,18 @@ class RASFTConfig(_BaseConfig, metaclass=_ConfigMeta):
         ds3_gather_for_generation (`bool`, *optional*, defaults to `True`):
             Under DeepSpeed ZeRO-3, gather the weights for rollout generation (faster, needs the memory of a full
             copy). `False` generates with sharded weights (slow).
+        max_staleness (`int`, *optional*, defaults to `0`):
+            How many optimizer steps the policy that samples a step's rollouts may lag behind the policy that trains
+            on them, beyond what `vllm_sync_steps` already allows. `0` (the paper's setting): a step's rollouts are
+            drawn at that step, from its own weights, while training waits. `1`: while a step trains, the next
+            step's problems are routed (under the current weights) and their rollouts are generated in a background
+            thread, so the next step starts with rollouts one optimizer step old (`sample/staleness_mean`) and
+            generation time is hidden behind training (`time/generation_background_share`). Needs a rollout backend
+            that samples from its own copy of the weights: vLLM in server mode (`use_vllm=True`,
+            `vllm_mode="server"`), or a custom backend with `runs_beside_training = True`
+            (see `rasft_trl.generation.prefetch`); the transformers backend and colocated vLLM share the training
+            weights or devices and are refused. Values above 1 are refused: a deeper pipeline would push new
+            weights to the engine while a request is still generating.
         reward_weights (`list[float]`, *optional*):
             Weights of the trainer's reward functions (`reward_funcs`), in their order; `None`: 1 each (GRPOConfig's
             field). A rollout's reward is the weighted sum over the functions that judged it (`None` / NaN are
@@ -363,11 +378,13 @@ class RASFTConfig(_BaseConfig, metaclass=_ConfigMeta):
             Positions per chunk of the KL term (peak memory: one `[chunk, vocab]` block per model).
         logprob_tile_tokens (`int`, *optional*):
             Tokens per tile of TRL's fused log-prob kernel (the per-token log-probs are computed tile by tile, never as
-            full `[tokens, vocab]` logits). `None` keeps TRL's value (4096), tuned for GPUs. On the CPU each tile
-            also needs several temporaries of its size: `512` with `logprob_tile_vocab=8192` cuts the peak memory of
-            the log-prob path at Qwen's vocabulary tenfold (`benchmarks/bench_memory.py`).
+            full `[tokens, vocab]` logits). `None`: `512` when training on the CPU, TRL's value (4096, tuned for GPUs)
+            elsewhere. On the CPU each tile needs several temporaries of its size, and every position of the batch is
+            scored: `512` with `logprob_tile_vocab=8192` cuts the peak memory of the log-prob path at Qwen's vocabulary
+            tenfold (`benchmarks/bench_memory.py`) and that of the CPU demo's training step by 6 GB
+            (`benchmarks/bench_demo_memory.py`); the losses differ only by float summation order.
         logprob_tile_vocab (`int`, *optional*):
-            Vocabulary entries per tile of the same kernel; `None` keeps TRL's value (32768).
+            Vocabulary entries per tile of the same kernel; `None`: `8192` on the CPU, TRL's value (32768) elsewhere.
         cache_expert_ref_logps (`bool`, *optional*, defaults to `True`):
             Cache the reference log-probabilities of expert demonstrations (they never change) so each step only
             runs the reference on fresh rollouts.
@@ -450,6 +467,11 @@ class RASFTConfig(_BaseConfig, metaclass=_ConfigMeta):
     ds3_gather_for_generation: bool = field(
         default=True,
         metadata={"help": "Gather DeepSpeed ZeRO-3 weights for generation (faster, more memory)."},
+    )
+    max_staleness: int = field(
+        default=0,
+        metadata={"help": "0: rollouts drawn at their step (paper). 1: the next step's rollouts are generated in "
+                  "the background while a step trains (one optimizer step stale; vLLM server mode)."},
     )
     reward_weights: list[float] | None = field(
         default=None, metadata={"help": "Weights of the reward functions; None: 1 each."}
@@ -632,6 +654,8 @@ class RASFTConfig(_BaseConfig, metaclass=_ConfigMeta):
         require(self.vllm_lora_sync in CHOICES["vllm_lora_sync"], f"vllm_lora_sync must be one of "
                 f"{CHOICES['vllm_lora_sync']}, got {self.vllm_lora_sync!r}.")
         require(self.vllm_sync_steps >= 1, f"vllm_sync_steps must be >= 1, got {self.vllm_sync_steps}.")
+        require(self.max_staleness in (0, 1), f"max_staleness must be 0 or 1, got {self.max_staleness!r} (a deeper "
+                f"pipeline would push weights to the engine while a request is still generating).")
         require(0 < self.vllm_gpu_memory_utilization <= 1, f"vllm_gpu_memory_utilization must be in (0, 1], got "
                 f"{self.vllm_gpu_memory_utilization}.")
         require(self.window_recalibration_steps >= 0, f"window_recalibration_steps must be >= 0, got "
@@ -707,6 +731,15 @@ class RASFTConfig(_BaseConfig, metaclass=_ConfigMeta):
     @property
     def ratio_clip(self) -> tuple[float, float]:
         return (self.ratio_clip_low, self.ratio_clip_high)
+
+    def logprob_tiles_on(self, device_type: str) -> tuple[int | None, int | None]:
+        """Tile sizes of the fused log-prob kernel when training on `device_type` (`"cpu"`, `"cuda"`, ...): the
+        config's, else `CPU_LOGPROB_TILES` on the CPU; `None` keeps TRL's."""
+        tokens, vocab = self.logprob_tile_tokens, self.logprob_tile_vocab
+        if device_type == "cpu":
+            tokens = CPU_LOGPROB_TILES[0] if tokens is None else tokens
+            vocab = CPU_LOGPROB_TILES[1] if vocab is None else vocab
+        return tokens, vocab
 
 
 document_fields(RASFTConfig, CHOICES)

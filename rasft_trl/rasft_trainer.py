@@ -29,6 +29,7 @@ from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path
 
 from . import curriculum, losses
+from .async_rollouts import AsyncRolloutsMixin, step_experts
 from .checkpoints import (  # noqa: F401  (re-exported: `rasft_trl.rasft_trainer` still names them)
     STATE_FILE,
     CheckpointMixin,
@@ -81,7 +82,8 @@ with warnings.catch_warnings():  # TRL warns on every import from `trl.experimen
 logger = logging.getLogger(__name__)
 
 
-class RASFTTrainer(ScoringMixin, TrainerMetricsMixin, CheckpointMixin, CardSourcesMixin, _BaseTrainer):
+class RASFTTrainer(ScoringMixin, TrainerMetricsMixin, AsyncRolloutsMixin, CheckpointMixin, CardSourcesMixin,
+                   _BaseTrainer):
     """Trainer for Rollout-Adaptive Supervised Fine-Tuning (RASFT).
 
     Args:
@@ -272,40 +274,20 @@ class RASFTTrainer(ScoringMixin, TrainerMetricsMixin, CheckpointMixin, CardSourc
     def generation_backend(self) -> GenerationBackend:
         if self._generation_backend is None:
             self._generation_backend = make_generation_backend(self)
+            self._synced_step = self.state.global_step  # a new engine starts from the current weights
         return self._generation_backend
 
     # ------------------------------------------------------------------ one optimizer step
-
-    def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """Fetch the raw micro-batches of one optimizer step and turn them into RASFT batches (see module doc)."""
-        raw = []
-        for _ in range(num_batches):
-            try:
-                raw.append(next(epoch_iterator))
-            except StopIteration:
-                break
-        if not raw:
-            return [], None
-        self._restore_resume_rng()  # a mid-epoch resume's RNG state, before this step's rollouts are drawn
-        return self._build_step(raw)
+    # (`get_batch_samples`, drawing rollouts now or one step ahead: `async_rollouts.AsyncRolloutsMixin`)
 
     def _build_step(self, raw_batches: list[list[dict]]) -> tuple[list[dict], torch.Tensor]:
         args = self.args
         rows = [row for batch in raw_batches for row in batch]
         micro_of = [i for i, batch in enumerate(raw_batches) for _ in batch]
-        experts = [
-            Trajectory(
-                row["prompt_ids"],
-                truncate_completion(row["prompt_ids"], row["completion_ids"], args.max_length),
-                group_id=g,
-                is_expert=True,
-                example_index=row[INDEX_COLUMN],
-            )
-            for g, row in enumerate(rows)
-        ]
+        experts = step_experts(rows, args.max_length)
         correct, solv, wrong = {}, {}, {}
         if args.use_rollouts:
-            selected = self._route(experts)
+            selected = self._routed(experts)  # routed now, or one step ahead with the prefetch
             correct, solv, wrong = self._rollouts(rows, experts, selected)
         pools = assemble_pools(experts, correct, solv, wrong)
         flat = [t for pool in pools for t in pool]
@@ -361,20 +343,21 @@ class RASFTTrainer(ScoringMixin, TrainerMetricsMixin, CheckpointMixin, CardSourc
             group_ids, is_expert, solvability, args.w_min, args.w_max, args.w_rollout, adaptive=args.adaptive_weights
         )  # each pool sums to 1
 
-    def _route(self, experts: list[Trajectory]) -> torch.Tensor:
-        """Expert-loss window: which problems of this step get rollouts ([P] bool)."""
+    def _route(self, experts: list[Trajectory], step: int | None = None) -> torch.Tensor:
+        """Expert-loss window: which problems of optimizer step `step` (default: this one) get rollouts ([P] bool)."""
         args = self.args
-        step, every = self.state.global_step, args.window_recalibration_steps
+        step = self.state.global_step if step is None else step
+        every = args.window_recalibration_steps
         if self._calibration is None or (every and step - self._calibrated_at >= every):
             self._calibration = self._calibrate()
             self._calibrated_at = step
             self._counters["window/calibrations"] += 1
-        nlls = self._expert_nlls(experts)  # [P]
-        progress = self.state.global_step / max(self.state.max_steps, 1)
+        nlls = self._last_routing_nlls = self._expert_nlls(experts)  # [P] (kept for window/routing_nll_drift)
+        progress = step / max(self.state.max_steps, 1)
         low, high = curriculum.window_bounds(self._calibration, progress)
         regions = curriculum.window_regions(nlls, low, high)
         generator = torch.Generator().manual_seed(
-            args.seed * 1_000_003 + self.state.global_step * 7919 + self.accelerator.process_index
+            args.seed * 1_000_003 + step * 7919 + self.accelerator.process_index
         )
         uniform = torch.rand(len(experts), generator=generator)
         selected = curriculum.select_for_rollouts(
@@ -481,12 +464,7 @@ class RASFTTrainer(ScoringMixin, TrainerMetricsMixin, CheckpointMixin, CardSourc
         Shared by RASFT and SRFT. Rollout `j * K + k` belongs to `chosen[j]`. Returns the completions, their
         combined rewards (None: filtered out or not judged), whether each is truncated (no EOS: hit
         `max_new_tokens`), and whether each passed the filters. Logs GRPO's rollout metrics."""
-        if self.state.global_step - self._synced_step >= self.args.vllm_sync_steps:
-            self.generation_backend.sync_weights()
-            self._synced_step = self.state.global_step
-        start = time.perf_counter()
-        completions = self.generation_backend.generate([experts[i].prompt_ids for i in chosen], K)
-        self._counters["time/generation"] += time.perf_counter() - start
+        completions = self._draw_rollouts([experts[i].prompt_ids for i in chosen], K)  # now, or prefetched
         # (`batch_decode([])` returns `[""]`, not `[]`)
         texts = self.processing_class.batch_decode(completions, skip_special_tokens=True) if completions else []
         dropped = self._filter(texts, completions, K)
@@ -564,6 +542,7 @@ class RASFTTrainer(ScoringMixin, TrainerMetricsMixin, CheckpointMixin, CardSourc
             coef = losses.sequence_mean_coefficients(coef, batch["completion_mask"])
         batch["seq_coef"] = coef
         batch["is_expert"] = torch.tensor([t.is_expert for t in trajectories])
+        self._attach_routing_nlls(batch, trajectories)  # the NLLs the step was routed with (drift metric)
         if args.use_ratio:
             batch["ref_logps"] = scatter_rows(self._reference_logps(trajectories), batch["completion_mask"])
         return batch
@@ -580,6 +559,7 @@ class RASFTTrainer(ScoringMixin, TrainerMetricsMixin, CheckpointMixin, CardSourc
         mask = inputs.get("token_mask", inputs["completion_mask"])
         factor = "sft" if "token_mask" in inputs else args.token_factor
         ref = inputs.get("ref_logps") if args.use_ratio else None
+        self._log_routing_nll_drift(logps, inputs)  # window/routing_nll_drift (async_rollouts.py)
         loss = losses.rasft_loss(
             logps,
             ref,
@@ -657,7 +637,7 @@ class RASFTTrainer(ScoringMixin, TrainerMetricsMixin, CheckpointMixin, CardSourc
         warning), and a checkpoint folder that is incomplete is an error naming what is missing."""
         needs_state = self.args.use_rollouts and self._uses_window
         resume_from_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir, needs_state)
-        with logprob_tiles(self.args.logprob_tile_tokens, self.args.logprob_tile_vocab):
+        with logprob_tiles(*self.args.logprob_tiles_on(self.accelerator.device.type)):  # CPU-sized on the CPU
             output = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                                    ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
         if self.is_world_process_zero():
@@ -673,8 +653,9 @@ class RASFTTrainer(ScoringMixin, TrainerMetricsMixin, CheckpointMixin, CardSourc
 
 @contextmanager
 def logprob_tiles(tokens: int | None, vocab: int | None) -> Iterator[None]:
-    """Tile sizes of TRL's fused log-prob kernel while training (`None` keeps TRL's). TRL reads them as module
-    globals at call time, in the forward and in the backward, so they are set for the whole `train()` call."""
+    """Tile sizes of TRL's fused log-prob kernel while training (`None` keeps TRL's; `train()` passes
+    `RASFTConfig.logprob_tiles_on(device)`, CPU-sized on the CPU). TRL reads them as module globals at call time, in
+    the forward and in the backward, so they are set for the whole `train()` call."""
     import trl.kernels.chunked_logprob as kernel
     import trl.trainer.utils as trl_utils
 

@@ -1,7 +1,8 @@
 """Metrics and logging of the trainers (RASFT, SRFT, the baselines): `TrainerMetricsMixin`.
 
-A step appends to `_metrics` (averaged over the logging interval), `_counters` (running counts) and `_totals` (run
-totals for the end-of-training `summary`); `log` merges them into transformers' log entries. Beside the method's own
+A step appends to `_metrics` (averaged over the logging interval; a key ending in `_max`: its maximum), `_counters`
+(running counts) and `_totals` (run totals for the end-of-training `summary`); `log` merges them into transformers'
+log entries. Beside the method's own
 keys (`docs/metrics.md`), the rollouts are logged under GRPO's names (`reward`, `rewards/<name>/mean`,
 `completions/*_length`, ...), and `log_completions` prints, saves (parquet) and reports (wandb / trackio) the
 verified rollouts as GRPO's completions table.
@@ -115,9 +116,14 @@ class TrainerMetricsMixin:
             wall = now - self._last_log_time
             self._last_log_time = now
             for key, values in self._metrics.items():
-                logs[key] = sum(values) / len(values) if values else 0.0
+                if key.endswith("_max"):  # an extremum over the interval (`sample/staleness_max`, as TRL's AsyncGRPO)
+                    logs[key] = max(values) if values else 0.0
+                else:
+                    logs[key] = sum(values) / len(values) if values else 0.0
             generation = self._counters.pop("time/generation", 0.0)
             logs["time/generation_share"] = generation / wall if wall > 0 else 0.0
+            background = self._counters.pop("time/generation_background", 0.0)  # max_staleness=1
+            logs["time/generation_background_share"] = background / wall if wall > 0 else 0.0
             logs.update({k: v for k, v in self._counters.items()})
             if self._num_tokens is not None:
                 logs["num_tokens"] = self._num_tokens

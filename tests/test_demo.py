@@ -177,11 +177,18 @@ def test_demo_end_to_end(tmp_path):
     assert results["methods"]["rasft"]["model_dir"] == str(adapter)
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == results["settings"]["warm_start_path"]
-    from rasft_trl.evaluation import EvalConfig, run_eval
+    # ... and scores it on the demo's problems exactly as the demo did (the command the demo prints)
+    from test_demo_eval import assert_same_samples, eval_samples, run_eval_command
 
-    evaluated = run_eval(EvalConfig(model=str(adapter), benchmarks=["humaneval"], limit=1, num_samples=1,
-                                    max_new_tokens=16, backend="transformers", output_dir=str(tmp_path / "eval")))
-    assert evaluated["benchmarks"]["humaneval"]["num_samples"] == 1
+    from rasft_trl.demo.evaluate import EvalSettings, eval_command
+
+    settings = EvalSettings(max_new_tokens=24, batch_size=results["settings"]["eval_batch_size"])
+    dtype = "bfloat16" if results["settings"]["generation_precision"] == "bfloat16" else "float32"
+    evaluated = run_eval_command(eval_command(str(adapter), str(out / "eval_problems.jsonl"), settings, dtype,
+                                              str(tmp_path / "eval")))
+    demo_records = [json.loads(line) for line in (out / "samples_rasft.jsonl").read_text().splitlines()]
+    assert_same_samples(demo_records, eval_samples(str(tmp_path / "eval")))
+    assert evaluated["benchmarks"]["math500"]["accuracy"] == after["accuracy"]
 
 
 @pytest.mark.slow

@@ -140,14 +140,19 @@ def test_evaluation_batches_by_length_but_answers_in_order(tiny_model_dir):
     """Batched greedy answers (sorted by prompt length internally) equal one-at-a-time answers, in input order."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rasft_trl.demo.evaluate import EvalSettings, generate_responses
+    from rasft_trl.demo.evaluate import EvalSettings, evaluate
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    prompts = [[{"role": "user", "content": text}] for text in ("a much longer question 1 + 2 + 3 + 4?", "1+1?",
-                                                                 "what is 12 * 3, please?", "7")]
-    one = [generate_responses(model, tokenizer, [p], EvalSettings(max_new_tokens=5, batch_size=1))[0] for p in prompts]
-    batched = generate_responses(model, tokenizer, prompts, EvalSettings(max_new_tokens=5, batch_size=3))
+    rows = [{"prompt": [{"role": "user", "content": text}], "answer": "3", "level": 1}
+            for text in ("a much longer question 1 + 2 + 3 + 4?", "1+1?", "what is 12 * 3, please?", "7")]
+
+    def responses(batch, batch_size):
+        result = evaluate(model, tokenizer, batch, EvalSettings(max_new_tokens=5, batch_size=batch_size))
+        return [record["response"] for record in result.records]
+
+    one = [responses([row], 1)[0] for row in rows]
+    batched = responses(rows, 3)
     assert batched == one and len(set(one)) > 1
 
 

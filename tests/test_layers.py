@@ -21,13 +21,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rasft_trl"
 #: (a new module must be placed here).
 LAYERS: list[tuple[str, list[str]]] = [
     ("base utilities", ["rasft_trl.cache", "rasft_trl.notices", "rasft_trl.prompts", "rasft_trl.distributed",
-                        "rasft_trl.shipped", "rasft_trl.model_card"]),
+                        "rasft_trl.shipped", "rasft_trl.model_card", "rasft_trl.host_memory"]),
     ("verifiers", ["rasft_trl.verifiers", "rasft_trl.verifiers.*"]),
     ("training parts", ["rasft_trl.data", "rasft_trl.losses", "rasft_trl.srft_losses", "rasft_trl.curriculum",
                         "rasft_trl.filters", "rasft_trl.rewards", "rasft_trl.rasft_config", "rasft_trl.srft_config",
                         "rasft_trl.generation", "rasft_trl.generation.*"]),
     ("trainers", ["rasft_trl.rasft_trainer", "rasft_trl.srft_trainer", "rasft_trl.baselines", "rasft_trl.baselines.*",
-                  "rasft_trl.trainer_metrics", "rasft_trl.checkpoints", "rasft_trl.scoring", "rasft_trl.trainer_utils",
+                  "rasft_trl.trainer_metrics", "rasft_trl.checkpoints",
+                  "rasft_trl.async_rollouts", "rasft_trl.scoring", "rasft_trl.trainer_utils",
                   "rasft_trl"]),
     ("evaluation", ["rasft_trl.evaluation", "rasft_trl.evaluation.*", "rasft_trl.prepare_data"]),
     ("scripts and demo", ["rasft_trl.scripts", "rasft_trl.scripts.*", "rasft_trl.demo", "rasft_trl.demo.*"]),

@@ -360,3 +360,31 @@ def test_logprob_tiles_change_memory_not_results(tmp_path, tiny_model_dir):
     tiled = losses("tiled", logprob_tile_tokens=7, logprob_tile_vocab=64)  # several tiles in both directions
     assert tiled == pytest.approx(default, rel=1e-5)
     assert kernel.TOKEN_CHUNK_SIZE == 4096
+
+
+def test_cpu_training_picks_cpu_sized_logprob_tiles(tmp_path, tiny_model_dir):
+    """`None` tiles mean CPU-sized ones on the CPU (TRL's GPU-sized 4096 x 32768 elsewhere); explicit values win."""
+    import trl.kernels.chunked_logprob as kernel
+    import trl.trainer.utils as trl_utils
+    from transformers import TrainerCallback
+
+    from rasft_trl.rasft_config import CPU_LOGPROB_TILES
+
+    config = RASFTConfig(output_dir=str(tmp_path / "c"), bf16=False)
+    assert config.logprob_tiles_on("cpu") == CPU_LOGPROB_TILES == (512, 8192)
+    assert config.logprob_tiles_on("cuda") == (None, None)
+    explicit = RASFTConfig(output_dir=str(tmp_path / "e"), bf16=False, logprob_tile_tokens=4096,
+                           logprob_tile_vocab=32768)
+    assert explicit.logprob_tiles_on("cpu") == (4096, 32768)
+
+    seen = []
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append((kernel.TOKEN_CHUNK_SIZE, trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE))
+
+    trainer = RASFTTrainer(tiny_model_dir, make_args(tmp_path / "t", gradient_accumulation_steps=1),
+                           Dataset.from_dict(math_rows(8)), verifier=PatternVerifier([1.0, 0.0]), callbacks=[Record()])
+    trainer.train()
+    assert seen and set(seen) == {CPU_LOGPROB_TILES}
+    assert (kernel.TOKEN_CHUNK_SIZE, trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE) == (4096, 32768)  # TRL's, restored

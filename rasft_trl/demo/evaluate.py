@@ -1,8 +1,11 @@
-"""Held-out accuracy of a model on the demo problems, scored by the project's math verifier.
+"""Held-out accuracy of a model on the demo problems, through the evaluation harness's own sampler and judge.
 
-Generation is batched, left-padded, through the tokenizer's chat template with a generation prompt, and
-greedy by default (deterministic, so "before" and "after" differ only by the weights). The score is the
-training reward: the math verifier compares the last `\\boxed{}` of the response with the gold answer.
+The demo builds [`EvalProblem`]s from its rows and hands its in-memory model to the harness's
+[`TransformersSampler`] and [`sample_and_judge`], the path `rasft-trl eval` takes: the same prompt ids (the chat
+template with a generation prompt; the demo's prompts are one user message), batches of similar prompt length, stop
+tokens, and the same math verifier (the last `\\boxed{}` against the gold answer). Greedy by default, so "before"
+and "after" differ only by the weights; `rasft-trl eval --temperature 0 --system-prompt '' --chat-without-system` on
+the saved model and the demo's problems gives the same responses and the same accuracy (`tests/test_demo_eval.py`).
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-from tqdm.auto import tqdm
+from ..evaluation.benchmarks import EvalProblem
+from ..evaluation.generate import TransformersSampler, stop_token_ids
+from ..evaluation.harness import EvalConfig, sample_and_judge
 
-from ..verifiers import get_verifier
+#: benchmark name of the demo's problems in evaluation records
+DEMO_BENCHMARK = "demo"
 
 
 @dataclass
@@ -28,8 +33,7 @@ class EvalSettings:
         do_sample: `False` = greedy decoding (default); `True` samples with `temperature` / `top_p`.
         temperature: sampling temperature (only with `do_sample=True`).
         top_p: nucleus sampling (only with `do_sample=True`).
-        seed: torch seed set before sampling (only with `do_sample=True`).
-        correct_threshold: a reward at or above it counts as correct (the trainer's `correct_threshold`).
+        seed: sampling seed (only with `do_sample=True`; the harness seeds each batch from its first request).
     """
 
     max_new_tokens: int = 128
@@ -38,12 +42,19 @@ class EvalSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
-    correct_threshold: float = 1.0
 
     def describe(self) -> str:
         """One-line description for reports, e.g. `"greedy, max_new_tokens=128"`."""
         mode = f"sampling (T={self.temperature}, top_p={self.top_p})" if self.do_sample else "greedy"
         return f"{mode}, max_new_tokens={self.max_new_tokens}"
+
+    def eval_config(self, model_name: str) -> EvalConfig:
+        """These settings as the harness's config (no benchmark: the demo passes its problems itself)."""
+        return EvalConfig(
+            model=model_name, benchmarks=[], num_samples=1, temperature=self.temperature if self.do_sample else 0.0,
+            top_p=self.top_p if self.do_sample else 1.0, max_new_tokens=self.max_new_tokens, backend="transformers",
+            seed=self.seed, system_prompt="", chat_without_system=True, batch_size=self.batch_size,
+        )
 
 
 @dataclass
@@ -60,6 +71,7 @@ class EvalResult:
         seconds: wall time of generation and scoring.
         settings: the generation settings.
         samples: a few `(prompt, response, answer, reward)` records for eyeballing.
+        records: every sample's record, as `rasft-trl eval` writes them to `samples.jsonl` (not in `to_dict`).
     """
 
     accuracy: float
@@ -71,62 +83,53 @@ class EvalResult:
     seconds: float
     settings: dict[str, Any]
     samples: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serializable form."""
+        """JSON-serializable form (without `records`)."""
         out = asdict(self)
+        out.pop("records")
         out["accuracy_by_level"] = {str(k): v for k, v in self.accuracy_by_level.items()}
         return out
 
 
-@torch.no_grad()
-def generate_responses(
-    model, tokenizer, prompts: list[list[dict]], settings: EvalSettings, desc: str = "Evaluating"
-) -> list[str]:
-    """Generate one response per conversational prompt, in batches, with a tqdm progress bar.
+def demo_problems(rows: list[dict]) -> list[EvalProblem]:
+    """The harness's problems for demo rows: the question is the row's one user message (instruction included), the
+    reference its gold answer, judged by the math verifier; ids are the row positions."""
+    problems = []
+    for index, row in enumerate(rows):
+        prompt = row["prompt"]
+        if not (isinstance(prompt, list) and len(prompt) == 1 and prompt[0].get("role") == "user"):
+            raise ValueError(f"Row {index}: the demo evaluates prompts of one user message, got {str(prompt)[:120]}.")
+        problems.append(EvalProblem(DEMO_BENCHMARK, str(index), prompt[0]["content"], {"answer": str(row["answer"])},
+                                    domain="math"))
+    return problems
 
-    Args:
-        model: a causal LM.
-        tokenizer: its tokenizer (must have a chat template and a pad token).
-        prompts: conversational prompts (`[{"role": "user", "content": ...}]`).
-        settings: generation settings.
-        desc: label of the progress bar.
 
-    Returns:
-        The decoded responses, special tokens removed.
-    """
-    was_training, padding_side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "left"  # decoder-only generation needs the prompts right-aligned
+def write_problems(rows: list[dict], path: str) -> str:
+    """Write demo rows as a benchmark file in MATH-500's schema (`unique_id`, `problem`, `answer`), so that
+    `rasft-trl eval --benchmarks math500 --data-file math500=<path> --chat-without-system --system-prompt ''`
+    prompts and judges exactly the problems [`evaluate`] does (see [`eval_command`]). Returns `path`."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as handle:
+        for problem in demo_problems(rows):
+            record = {"unique_id": problem.problem_id, "problem": problem.question,
+                      "answer": problem.reference["answer"]}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def eval_command(model: str, problems_file: str, settings: EvalSettings, dtype: str, output_dir: str) -> str:
+    """The `rasft-trl eval` command that scores `model` on the demo's problems as [`evaluate`] does (greedy settings;
+    `dtype` is the demo's generation precision, `"bfloat16"` or `"float32"`)."""
     if settings.do_sample:
-        torch.manual_seed(settings.seed)
-    sampling = (
-        dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
-        if settings.do_sample
-        else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        raise ValueError("eval_command reproduces greedy evaluations only (sampling seeds differ per benchmark name).")
+    return (
+        f"rasft-trl eval --model {model} --benchmarks math500 --data-file math500={problems_file} --temperature 0 "
+        f"--max-new-tokens {settings.max_new_tokens} --batch-size {settings.batch_size} --system-prompt '' "
+        f"--chat-without-system --backend transformers --dtype {dtype} --output-dir {output_dir}"
     )
-    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-    # Batches of similar prompt length: less padding, and a batch of short problems stops early instead of waiting
-    # for the longest answer in a mixed batch. Responses are returned in the input order.
-    order = sorted(range(len(texts)), key=lambda i: len(tokenizer(texts[i], add_special_tokens=False)["input_ids"]))
-    responses: list[str] = [""] * len(texts)
-    try:
-        with tqdm(total=len(prompts), desc=desc, unit="problem") as bar:
-            for start in range(0, len(order), settings.batch_size):
-                chunk = order[start : start + settings.batch_size]
-                enc = tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-                out = model.generate(
-                    **enc.to(model.device), max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                    **sampling,
-                )
-                decoded = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-                for i, text in zip(chunk, decoded):
-                    responses[i] = text
-                bar.update(len(chunk))
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
-    return responses
 
 
 def evaluate(
@@ -137,37 +140,45 @@ def evaluate(
     desc: str = "Evaluating",
     num_samples: int = 4,
 ) -> EvalResult:
-    """Accuracy of `model` on held-out rows (columns `prompt`, `answer`, `level`), scored by the math verifier.
+    """Accuracy of `model` on held-out rows (columns `prompt`, `answer`, `level`), through the evaluation harness.
 
     Args:
-        model: a causal LM (a PEFT model works too).
-        tokenizer: its tokenizer.
+        model: a causal LM held in memory (its `name_or_path` folder supplies the stop tokens of its generation
+            config, as `rasft-trl eval` reads them).
+        tokenizer: its tokenizer (pad token set).
         rows: held-out rows from [`~rasft_trl.demo.data.build_splits`].
         settings: generation settings; defaults to greedy with 128 new tokens.
-        desc: label of the progress bar.
-        num_samples: number of example responses kept in the result.
+        desc: label of the progress bars.
+        num_samples: number of example responses kept in `samples`.
     """
     settings = settings or EvalSettings()
+    config = settings.eval_config(getattr(model, "name_or_path", "") or "in-memory model")
     start = time.perf_counter()
-    responses = generate_responses(model, tokenizer, [r["prompt"] for r in rows], settings, desc=desc)
-    verifier = get_verifier("math")
-    rewards = verifier(completions=responses, answer=[r["answer"] for r in rows])
-    correct = [reward is not None and reward >= settings.correct_threshold for reward in rewards]
+    was_training = model.training
+    sampler = TransformersSampler(model.eval(), tokenizer, config.temperature, config.top_p, config.max_new_tokens,
+                                  stop_token_ids(tokenizer, config.model), config.batch_size)
+    try:
+        records, _ = sample_and_judge(sampler, tokenizer, [(p, 0) for p in demo_problems(rows)], config, label=desc)
+    finally:
+        model.train(was_training)
+    correct = [bool(record["correct"]) for record in records]
     by_level: dict[int, list[bool]] = defaultdict(list)
     for row, ok in zip(rows, correct):
         by_level[int(row["level"])].append(ok)
     samples = [
-        {"prompt": r["prompt"][-1]["content"], "response": text, "answer": r["answer"], "reward": reward}
-        for r, text, reward in list(zip(rows, responses, rewards))[:num_samples]
+        {"prompt": row["prompt"][-1]["content"], "response": record["response"], "answer": row["answer"],
+         "reward": 1.0 if record["correct"] else None if record["verdict"] == "cannot_judge" else 0.0}
+        for row, record in list(zip(rows, records))[:num_samples]
     ]
     return EvalResult(
         accuracy=sum(correct) / max(len(rows), 1),
         num_correct=sum(correct),
         num_problems=len(rows),
-        num_unjudged=sum(reward is None for reward in rewards),
-        num_boxed=sum("\\boxed" in text for text in responses),
+        num_unjudged=sum(record["verdict"] == "cannot_judge" for record in records),
+        num_boxed=sum("\\boxed" in record["response"] for record in records),
         accuracy_by_level={level: sum(v) / len(v) for level, v in sorted(by_level.items())},
         seconds=time.perf_counter() - start,
         settings=asdict(settings),
         samples=samples,
+        records=records,
     )

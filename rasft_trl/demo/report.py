@@ -12,7 +12,8 @@ Input is one `results` dict (built by [`~rasft_trl.demo.run.run_demo`]):
 }
 ```
 
-Files written: `metrics.json`, `accuracy.csv`, `log_history_<method>.csv`, `timings.csv`, and the plots
+Files written: `metrics.json`, `accuracy.csv`, `log_history_<method>.csv`, `timings.csv`, `samples_<name>.jsonl`
+(every evaluated response with its verdict, as `rasft-trl eval` writes them), and the plots
 `loss.png`, `rollouts.png`, `expert_coef.png`, `ratio.png`, `accuracy.png`. Every plot is written even when
 no method logged its metrics (SFT and DFT draw no rollouts); the panel then says so.
 """
@@ -247,16 +248,24 @@ def plot_accuracy(path: Path, results: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def write_report(output_dir: str | Path, results: dict[str, Any]) -> list[Path]:
+def write_report(output_dir: str | Path, results: dict[str, Any],
+                 samples: dict[str, list[dict[str, Any]]] | None = None) -> list[Path]:
     """Write the whole report folder; returns the written files.
 
     Args:
         output_dir: the report folder (created if needed).
         results: see the module docstring.
+        samples: evaluation name (`"untrained"`, a method) -> every sample's record ([`EvalResult.records`]),
+            written to `samples_<name>.jsonl` in the format of `rasft-trl eval`'s `samples.jsonl`.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "metrics.json", out / "accuracy.csv", out / "timings.csv"]
+    for name, records in (samples or {}).items():
+        path = out / f"samples_{name}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records),
+                        encoding="utf-8")
+        written.append(path)
     with open(written[0], "w") as f:
         json.dump(results, f, indent=2, default=str)
     write_csv(written[1], accuracy_rows(results), first=("method", "accuracy_before", "accuracy_after"))

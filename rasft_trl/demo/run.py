@@ -195,7 +195,9 @@ def make_config(method: str, args: DemoArgs, output_dir: str):
         learning_rate=args.lr,
         bf16=args.use_bf16,
         use_cpu=not _cuda_available(),  # transformers refuses bf16 on CPU unless told it is a CPU run
-        gradient_checkpointing=False,
+        # A step's micro-batch is 8 expert solutions plus up to 24 rollouts, ~5,600 positions: their activations
+        # took 5 GB; checkpointing keeps one layer's (the gradients are the same bits; docs/benchmarks.md)
+        gradient_checkpointing=True,
         logging_steps=1,
         report_to="none",
         max_new_tokens=args.rollout_max_new_tokens,
@@ -304,7 +306,7 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from rasft_trl.demo.data import build_splits
-    from rasft_trl.demo.evaluate import EvalSettings, evaluate
+    from rasft_trl.demo.evaluate import EvalSettings, eval_command, evaluate, write_problems
     from rasft_trl.demo.model import demo_model_path
     from rasft_trl.demo.report import (
         format_accuracy_table,
@@ -314,6 +316,9 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
     )
     from rasft_trl.demo.warmstart import read_meta, warm_start_path
 
+    from rasft_trl.host_memory import release_freed_memory
+
+    release_freed_memory()  # freed tensors go back to the system (1 GB less after 3 steps; see host_memory)
     timings: dict[str, float] = {}
     cpu_seconds: dict[str, float] = {}
     wall_start, cpu_start = time.perf_counter(), time.process_time()
@@ -325,6 +330,8 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
     with timed("build_data", timings, cpu_seconds):
         splits = build_splits(args.train_size, args.num_eval, seed=args.seed, num_warmup=args.warm_start.num_problems)
     settings = EvalSettings(max_new_tokens=args.eval_max_new_tokens, batch_size=args.eval_batch_size)
+    os.makedirs(args.output_dir, exist_ok=True)
+    problems_file = write_problems(splits["eval"], os.path.join(args.output_dir, "eval_problems.jsonl"))
     with timed("eval/untrained", timings, cpu_seconds):
         model = evaluation_copy(start_path, args)
         untrained = evaluate(model, tokenizer, splits["eval"], settings, desc="Evaluating the starting model")
@@ -334,6 +341,7 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
 
     methods = ["rasft", "sft", "dft"] if args.compare else ["rasft"]
     outcomes: dict[str, Any] = {}
+    eval_records: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="rasft-demo-") as work_dir:
         for method in methods:
             print(
@@ -344,8 +352,11 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
             saved = save_trained(trained, tok, os.path.join(args.output_dir, "models", method))
             with timed(f"eval/{method}", timings, cpu_seconds):
                 model = evaluation_copy(start_path, args, trained)
+                del trained  # saved already; the fp32 policy would sit beside the evaluation copy (0.6 GB)
+                gc.collect()
                 result = evaluate(model, tok, splits["eval"], settings, desc=f"Evaluating {method}")
             print(f"[demo] {method}: {result.num_correct}/{result.num_problems} correct", flush=True)
+            eval_records[method] = result.records
             outcomes[method] = {
                 "model_dir": saved,
                 "eval": result.to_dict(),
@@ -353,7 +364,7 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
                 "train_seconds": timings[f"train/{method}"],
                 "mechanism": mechanism_summary(history),
             }
-            del trained, model
+            del model
             gc.collect()
     timings["total"] = round(time.perf_counter() - wall_start, 2)
     cpu_seconds["total"] = round(time.process_time() - cpu_start, 2)
@@ -375,15 +386,19 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
         "untrained": untrained.to_dict(),
         "methods": outcomes,
     }
-    write_report(args.output_dir, results)
+    samples = {"untrained": untrained.records, **eval_records}
+    write_report(args.output_dir, results, samples=samples)
     print("\n" + format_accuracy_table(results))
     mechanism = format_mechanism_table(results)
     if mechanism:
         print("\n" + mechanism)
+    dtype = "bfloat16" if results["settings"]["generation_precision"] == "bfloat16" else "float32"
     for method, outcome in outcomes.items():
         if outcome["model_dir"]:
-            print(f"[demo] {method} adapter: {outcome['model_dir']} (evaluate it: rasft-trl eval --model "
-                  f"{outcome['model_dir']} --benchmarks humaneval --backend transformers)", flush=True)
+            command = eval_command(outcome["model_dir"], problems_file, settings, dtype,
+                                   os.path.join(args.output_dir, "eval", method))
+            print(f"[demo] {method} adapter: {outcome['model_dir']} (score it on the demo's problems with the "
+                  f"evaluation harness: {command})", flush=True)
     print(
         f"\nHeld-out accuracy, {settings.describe()}; 'before' is the shared warm-started model every method starts "
         f"from. Total: {timings['total']:.0f} s wall, {cpu_seconds['total']:.0f} s CPU. "

@@ -156,7 +156,9 @@ def run_cell(cell: Cell, study: StudyArgs, threads: int) -> dict[str, Any]:
     from rasft_trl.demo.report import mechanism_summary
     from rasft_trl.demo.run import evaluation_copy, train_method
     from rasft_trl.demo.warmstart import warm_start_path
+    from rasft_trl.host_memory import release_freed_memory
 
+    release_freed_memory()  # as in the demo: freed tensors go back to the system
     torch.set_num_threads(threads)
     args = study.demo_args(cell.seed, cell.learning_rate)
     start_path = warm_start_path(demo_model_path(study.cache_dir), args.warm_start, bf16=args.use_bf16)
@@ -182,6 +184,7 @@ def run_cell(cell: Cell, study: StudyArgs, threads: int) -> dict[str, Any]:
 
     tokenizer = AutoTokenizer.from_pretrained(start_path, local_files_only=True)
     model = evaluation_copy(start_path, args, policy)
+    del policy  # the fp32 policy is not needed beside the evaluation copy (0.6 GB)
     settings = EvalSettings(max_new_tokens=args.eval_max_new_tokens, batch_size=args.eval_batch_size)
     record["eval"] = {}
     for split in cell.splits:

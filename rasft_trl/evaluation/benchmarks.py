@@ -42,12 +42,20 @@ class EvalProblem:
         question: the user message (the system line and template are added by the harness).
         reference: the verifier's inputs: `{"answer": gold}` for math; `{"tests": ..., "entry_point": ...,
             "code_prompt": ...}` for code (see [`compose_program`]).
+        domain: `"math"` or `"code"`; `None` = the domain of its registered benchmark (a problem built outside the
+            registry, such as the CPU demo's, names its own).
     """
 
     benchmark: str
     problem_id: str
     question: str
     reference: dict[str, Any]
+    domain: str | None = None
+
+    @property
+    def verifier_domain(self) -> str:
+        """Which verifier judges it: `domain`, else its benchmark's."""
+        return self.domain or BENCHMARKS[self.benchmark].domain
 
 
 @dataclass(frozen=True)

@@ -171,12 +171,12 @@ class TransformersSampler:
         from trl.trainer.utils import pad
 
         from ..generation.base import truncate_at_stop
-        from ..generation.transformers_backend import neutral_generation_config
+        from ..generation.transformers_backend import contiguous_lm_head_input, neutral_generation_config
 
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         results: list[Generation | None] = [None] * len(prompt_ids)
         device = self.model.device
-        with torch.no_grad(), neutral_generation_config(self.model), tqdm(
+        with torch.no_grad(), neutral_generation_config(self.model), contiguous_lm_head_input(self.model), tqdm(
             total=len(prompt_ids), desc=desc, unit="sample"
         ) as bar:
             for start in range(0, len(order), self.batch_size):

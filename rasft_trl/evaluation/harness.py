@@ -68,6 +68,9 @@ class EvalConfig:
             (`rasft_trl.prompts`), `""` = no system message.
         prompt_template: format string with `{prompt}` applied to the question first (for models without a chat
             template; the Llama recipes use one).
+        chat_without_system: with no system line, still send the question as a one-message chat (`user` only)
+            through the tokenizer's chat template, instead of as plain text (the CPU demo's prompts; some templates
+            add a default system line of their own, SmolLM2's among them).
         data_files: benchmark -> local file (jsonl / json / parquet / csv) in the Hub schema.
         column_maps: benchmark -> {role: column} for local files named differently.
         dataset_revisions: benchmark -> Hub revision, overriding the pinned one.
@@ -96,6 +99,7 @@ class EvalConfig:
     seed: int = 0
     system_prompt: str | None = None
     prompt_template: str | None = None
+    chat_without_system: bool = False
     data_files: dict[str, str] = field(default_factory=dict)
     column_maps: dict[str, dict[str, str]] = field(default_factory=dict)
     dataset_revisions: dict[str, str] = field(default_factory=dict)
@@ -114,8 +118,6 @@ class EvalConfig:
         if isinstance(self.benchmarks, str):
             self.benchmarks = [b for b in self.benchmarks.split(",") if b.strip()]
         self.benchmarks = [resolve_benchmark(b).name for b in self.benchmarks]
-        if not self.benchmarks:
-            raise ValueError("Name at least one benchmark.")
         self.data_files = {resolve_benchmark(k).name: v for k, v in self.data_files.items()}
         self.column_maps = {resolve_benchmark(k).name: v for k, v in self.column_maps.items()}
         self.dataset_revisions = {resolve_benchmark(k).name: v for k, v in self.dataset_revisions.items()}
@@ -145,7 +147,7 @@ class EvalConfig:
     def sample_settings(self) -> dict[str, Any]:
         """The settings that decide what a sample is besides the model and the data (whose identities `run.json`
         records apart); a resumed run must match them."""
-        return {
+        settings = {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_new_tokens": self.max_new_tokens,
@@ -153,6 +155,9 @@ class EvalConfig:
             "system_prompts": {d: self.system_prompt_for(d) for d in SYSTEM_PROMPTS},
             "prompt_template": self.prompt_template,
         }
+        if self.chat_without_system:  # only when set, so that folders written before the flag existed resume
+            settings["chat_without_system"] = True
+        return settings
 
 
 def request_seed(seed: int, benchmark: str, problem_id: str, sample: int) -> int:
@@ -263,6 +268,8 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     Everything that can be wrong with the inputs (output folder, data files and rows, the model's name) fails
     before anything is written."""
     start = time.perf_counter()
+    if not config.benchmarks:
+        raise ValueError("Name at least one benchmark.")
     check_output_dir(config.output_dir)
     specs = [BENCHMARKS[name] for name in config.benchmarks]
     problems = {
@@ -300,15 +307,9 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             for offset in range(0, len(requests), config.chunk_size):
                 chunk = requests[offset : offset + config.chunk_size]
                 label = f"chunk {offset // config.chunk_size + 1}/{-(-len(requests) // config.chunk_size)}"
-                prompt_ids = [_prompt_ids(p, config, tokenizer, prompt_cache) for p, _ in chunk]
-                seeds = [request_seed(config.seed, p.benchmark, p.problem_id, i) for p, i in chunk]
-                t0 = time.perf_counter()
-                outputs = sampler.generate(prompt_ids, seeds, desc=f"Generating ({label})")
-                t1 = time.perf_counter()
-                prompts = [tokenizer.decode(ids) for ids in prompt_ids]
-                records = judge(chunk, outputs, config, desc=f"Verifying ({label})", prompts=prompts)
-                verification_s += time.perf_counter() - t1
-                generation_s += t1 - t0
+                records, seconds = sample_and_judge(sampler, tokenizer, chunk, config, label, prompt_cache)
+                generation_s += seconds["generation"]
+                verification_s += seconds["verification"]
                 with open(samples_path, "a", encoding="utf-8") as handle:
                     handle.write("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
                     handle.flush()
@@ -384,17 +385,42 @@ def _open_sampler(config: EvalConfig):
     return backend, sampler, tokenizer
 
 
+def sample_and_judge(sampler, tokenizer, requests: list[tuple[EvalProblem, int]], config: EvalConfig,
+                     label: str = "", prompt_cache: dict | None = None) -> tuple[list[dict], dict[str, float]]:
+    """Prompt, sample and judge one sample per request `(problem, sample index)`: the evaluation's one path.
+
+    `run_eval` calls it chunk by chunk; the CPU demo calls it with its in-memory model and its own problems, so the
+    two score a model the same way (prompt ids, batching, stop tokens, verifier).
+
+    Returns:
+        The `samples.jsonl` records, in request order, and `{"generation": s, "verification": s}`.
+    """
+    cache = {} if prompt_cache is None else prompt_cache
+    suffix = f" ({label})" if label else ""
+    prompt_ids = [_prompt_ids(problem, config, tokenizer, cache) for problem, _ in requests]
+    seeds = [request_seed(config.seed, problem.benchmark, problem.problem_id, index) for problem, index in requests]
+    t0 = time.perf_counter()
+    outputs = sampler.generate(prompt_ids, seeds, desc=f"Generating{suffix}")
+    t1 = time.perf_counter()
+    prompts = [tokenizer.decode(ids) for ids in prompt_ids]
+    records = judge(requests, outputs, config, desc=f"Verifying{suffix}", prompts=prompts)
+    return records, {"generation": t1 - t0, "verification": time.perf_counter() - t1}
+
+
 def _prompt_ids(problem: EvalProblem, config: EvalConfig, tokenizer, cache: dict) -> list[int]:
     key = (problem.benchmark, problem.problem_id)
     if key not in cache:
         from ..data import tokenize_prompt
 
-        domain = BENCHMARKS[problem.benchmark].domain
-        prompt = format_prompt(problem.question, config.system_prompt_for(domain), config.prompt_template)
+        prompt = format_prompt(problem.question, config.system_prompt_for(problem.verifier_domain),
+                               config.prompt_template)
+        if isinstance(prompt, str) and config.chat_without_system:
+            prompt = [{"role": "user", "content": prompt}]
         if not isinstance(prompt, str) and not getattr(tokenizer, "chat_template", None):
             raise ValueError(
-                f"{config.model}'s tokenizer has no chat template, so a system line cannot be used: pass "
-                "--system-prompt '' and a --prompt-template (as the recipe of a base model does)."
+                f"{config.model}'s tokenizer has no chat template, so prompts cannot be chat messages: pass "
+                "--system-prompt '' and a --prompt-template (as the recipe of a base model does), without "
+                "--chat-without-system."
             )
         cache[key] = tokenize_prompt(tokenizer, prompt)
     return cache[key]
@@ -408,7 +434,7 @@ def judge(chunk: list[tuple[EvalProblem, int]], outputs, config: EvalConfig, des
     run."""
     by_domain: dict[str, list[int]] = defaultdict(list)
     for position, (problem, _) in enumerate(chunk):
-        by_domain[BENCHMARKS[problem.benchmark].domain].append(position)
+        by_domain[problem.verifier_domain].append(position)
     verdicts: list[Any] = [None] * len(chunk)
     with tqdm(total=len(chunk), desc=desc, unit="sample") as bar:
         for domain, positions in by_domain.items():

@@ -301,11 +301,98 @@ class VLLMBackend:
         return [truncate_at_stop(list(ids), stop) for ids in completion_ids[: len(prompt_ids) * num_samples]]
 
     @property
+    def runs_beside_training(self) -> bool:
+        """Server mode samples from the server's own copy of the weights, so it may generate while a step trains
+        (`max_staleness=1`, see `prefetch.py`); a colocated engine shares the training devices."""
+        return self.generation.mode == "server"
+
+    def request(self, prompt_ids: list[list[int]], num_samples: int) -> _ServerRequest:
+        """Server mode, split for the prefetch thread: the prompts of all processes are gathered here (main thread,
+        every process); [`_ServerRequest.run`] asks the server on the prefetch thread (main process only) and
+        `finish` hands each process its completions."""
+        if not self.runs_beside_training:
+            raise ValueError("Only vLLM in server mode generates in the background (max_staleness=1); a colocated "
+                             "engine shares the training devices.")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        accelerator = self.accelerator
+        per_process = global_max(accelerator, len(prompt_ids))
+        padded = [list(ids) for ids in prompt_ids] + [self.filler_prompt] * (per_process - len(prompt_ids))
+        if accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            padded = gather_object(padded)  # a collective: [process 0's prompts, process 1's, ...]
+        return _ServerRequest(self, padded, len(prompt_ids), per_process, num_samples)
+
+    @property
     def _lockstep(self) -> bool:
         """Whether generation is a collective that needs the same prompt count on every process."""
         if self.accelerator.num_processes == 1:
             return False
         return self.generation.mode == "server" or self.generation.tensor_parallel_size > 1
+
+
+class _ServerRequest:
+    """One server-mode generation of every process's prompts (see `VLLMBackend.request`): TRL's server branch of
+    `VLLMGeneration.generate` with its collectives kept on the main thread.
+
+    Args:
+        backend: the [`VLLMBackend`] (server mode).
+        all_prompts: the prompts of all processes, `per_process` each (fillers included), in process order.
+        own: this process's real prompt count (its first `own` prompts).
+        per_process: prompts per process after padding.
+        num_samples: completions per prompt.
+    """
+
+    def __init__(self, backend: VLLMBackend, all_prompts: list[list[int]], own: int, per_process: int,
+                 num_samples: int):
+        self.backend, self.all_prompts, self.own = backend, all_prompts, own
+        self.per_process, self.num_samples = per_process, num_samples
+
+    def run(self) -> list[list[int]] | None:
+        """On the prefetch thread of the main process: one HTTP request to the server (no collective)."""
+        generation = self.backend.generation
+        if not self.all_prompts or not self.backend.accelerator.is_main_process:
+            return None
+        output = generation.vllm_client.generate(prompts=self.all_prompts, **server_sampling(generation,
+                                                                                              self.num_samples))
+        completions = output["completion_ids"]
+        if len(completions) != len(self.all_prompts) * self.num_samples:
+            raise RuntimeError(f"The vLLM server returned {len(completions)} completions for "
+                               f"{len(self.all_prompts)} prompts x {self.num_samples}.")
+        return completions
+
+    def finish(self, payload: list[list[int]] | None) -> list[list[int]]:
+        """On the main thread of every process: the main process's payload broadcast, this process's slice."""
+        accelerator = self.backend.accelerator
+        if not self.all_prompts:
+            return []
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            box = [payload]
+            broadcast_object_list(box, from_process=0)  # a collective
+            payload = box[0]
+        width = self.per_process * self.num_samples
+        mine = payload[accelerator.process_index * width : accelerator.process_index * width + width]
+        stop = set(self.backend.eos_token_ids)
+        return [truncate_at_stop(list(ids), stop) for ids in mine[: self.own * self.num_samples]]
+
+
+def server_sampling(generation: VLLMGeneration, num_samples: int) -> dict:
+    """The sampling arguments TRL's `VLLMGeneration.generate` sends to `trl vllm-serve` (server mode)."""
+    return {
+        "n": num_samples,
+        "repetition_penalty": generation.repetition_penalty,
+        "temperature": generation.temperature,
+        "top_p": generation.top_p,
+        "top_k": generation.top_k,
+        "min_p": 0.0 if generation.min_p is None else generation.min_p,
+        "max_tokens": generation.max_completion_length,
+        "logprobs": generation.logprobs,
+        "structured_outputs_regex": generation.structured_outputs_regex,
+        "generation_kwargs": generation.generation_kwargs,
+    }
 
 
 def stop_at(eos_token_id: int) -> dict:

@@ -70,6 +70,8 @@ def make_parser() -> argparse.ArgumentParser:
         "line of each benchmark's domain (rasft_trl.prompts)")
     add("--prompt-template", default=None, help="format string with {prompt}, applied to each question first "
         "(models without a chat template)")
+    add("--chat-without-system", action="store_true", help="with no system line, still send each question as a "
+        "one-message (user) chat through the chat template instead of as plain text (the CPU demo's prompts)")
     add("--data-file", action="append", metavar="BENCH=PATH",
         help="local jsonl/json/parquet/csv file in the benchmark's Hub schema (repeatable)")
     add("--column-map", action="append", metavar="BENCH:ROLE=COLUMN[,ROLE=COLUMN]",
@@ -114,7 +116,8 @@ def config_from_args(args: argparse.Namespace):
         model=args.model, benchmarks=args.benchmarks, output_dir=args.output_dir, limit=args.limit,
         num_samples=args.num_samples, temperature=args.temperature, top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, backend=args.backend, seed=args.seed, system_prompt=system_prompt,
-        prompt_template=prompt_template, data_files=_pairs(args.data_file, "--data-file"),
+        prompt_template=prompt_template, chat_without_system=args.chat_without_system,
+        data_files=_pairs(args.data_file, "--data-file"),
         column_maps=_column_maps(args.column_map), dataset_revisions=_pairs(args.dataset_revision,
                                                                             "--dataset-revision"),
         model_revision=args.model_revision, dtype=args.dtype, batch_size=args.batch_size,
