@@ -86,7 +86,7 @@ def stop_token_ids(tokenizer, model_path: str | None = None) -> list[int]:
 
 def load_causal_lm(model: str, dtype: str = "auto", revision: str | None = None, trust_remote_code: bool = False):
     """A causal LM for the transformers sampler; an adapter folder is loaded onto its base and merged (in fp32, then
-    cast to `dtype`, so that it samples like the merged model saved in fp32)."""
+    its parameters cast to `dtype`, so that it samples like the merged model saved in fp32 and loaded in `dtype`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -100,8 +100,19 @@ def load_causal_lm(model: str, dtype: str = "auto", revision: str | None = None,
     if base != model:
         from peft import PeftModel
 
-        network = PeftModel.from_pretrained(network, model).merge_and_unload().to(torch_dtype)
+        network = PeftModel.from_pretrained(network, model).merge_and_unload()
+        cast_parameters(network, torch_dtype)
     return network.to(device).eval()
+
+
+def cast_parameters(model, dtype) -> None:
+    """Cast `model`'s parameters to `dtype` in place and leave its buffers as they are, as `from_pretrained(dtype=...)`
+    does. `model.to(dtype)` would also cast the rotary embedding's frequencies (`inv_freq`, kept in fp32 by
+    transformers) to bf16: positions then rotate by rounded angles and greedy answers change (a merged adapter
+    evaluated that way answered differently from the same weights loaded in bf16)."""
+    for param in model.parameters():
+        param.data = param.data.to(dtype)
+    model.config.dtype = dtype
 
 
 def cpu_has_native_bf16() -> bool:

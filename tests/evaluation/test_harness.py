@@ -141,6 +141,24 @@ def test_a_lora_adapter_folder_evaluates_like_its_merged_model(tmp_path, tiny_mo
     assert responses["adapter"] != responses["base"]  # the adapter changed the model
 
 
+def test_an_adapter_loaded_in_bf16_keeps_fp32_rotary_frequencies(tmp_path, tiny_model_dir):
+    """The merged adapter in bf16 is the merged model loaded in bf16: the same parameters and the same buffers (the
+    rotary frequencies stay fp32; `.to(bfloat16)` rounded them and changed greedy answers)."""
+    import torch
+    from tiny import save_random_lora
+
+    from rasft_trl.evaluation.generate import load_causal_lm
+
+    adapter_dir, merged_dir = save_random_lora(tiny_model_dir, str(tmp_path))
+    adapter = load_causal_lm(adapter_dir, "bfloat16")
+    merged = load_causal_lm(merged_dir, "bfloat16")
+    buffers = dict(adapter.named_buffers())
+    assert buffers and all(buffers[n].dtype == b.dtype and torch.equal(buffers[n], b) for n, b in merged.named_buffers())
+    assert any(b.dtype == torch.float32 for b in buffers.values())
+    assert all(p.dtype == torch.bfloat16 for p in adapter.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(adapter.state_dict().values(), merged.state_dict().values()))
+
+
 def test_cli_eval(tmp_path, tiny_model_dir, capsys):
     from rasft_trl.cli import main
 
