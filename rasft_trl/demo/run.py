@@ -227,7 +227,9 @@ def train_method(method: str, args: DemoArgs, model_path: str, train_rows: list[
     Rollouts are sampled from a copy of the policy in `args.generation_dtype` ([`CopyGeneration`]).
 
     Returns:
-        `(trained_model, tokenizer, log_history)`.
+        `(trained_model, tokenizer, log_history, generation_copy)`: the last is the rollout backend's low-precision
+        copy refreshed with the final weights (`None` without rollouts), the model [`evaluation_copy`] would build,
+        without loading the checkpoint again (its pages took 0.5 GB beside the policy at the final evaluation).
     """
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -258,9 +260,13 @@ def train_method(method: str, args: DemoArgs, model_path: str, train_rows: list[
     trainer.train()
     trained = trainer.accelerator.unwrap_model(trainer.model)
     history = list(trainer.state.log_history)
-    del trainer
+    generation_copy = None
+    if backend is not None:
+        backend.sync_weights()  # the copy holds the weights before the last optimizer step until now
+        generation_copy = backend.copy
+    del trainer, backend
     gc.collect()
-    return trained, tokenizer, history
+    return trained, tokenizer, history, generation_copy
 
 
 def save_trained(trained, tokenizer, path: str) -> str | None:
@@ -273,9 +279,12 @@ def save_trained(trained, tokenizer, path: str) -> str | None:
     return path
 
 
-def evaluation_copy(model_path: str, args: DemoArgs, policy=None):
+def evaluation_copy(model_path: str, args: DemoArgs, policy=None, generation_copy=None):
     """The model evaluated: the model at `model_path` in the generation precision, with `policy`'s weights if given
-    (a trained LoRA policy is merged out of place)."""
+    (a trained LoRA policy is merged out of place); `generation_copy`, the rollout backend's copy already holding
+    those weights ([`train_method`]), is that model and is returned as it is."""
+    if generation_copy is not None:
+        return generation_copy
     from rasft_trl.demo.generation import copy_policy, load_copy
 
     model = load_copy(model_path, args.generation_dtype)
@@ -348,11 +357,12 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
                 f"[demo] training {method} for {args.max_steps} steps on {len(splits['train'])} problems", flush=True
             )
             with timed(f"train/{method}", timings, cpu_seconds):
-                trained, tok, history = train_method(method, args, start_path, splits["train"], work_dir)
+                trained, tok, history, generation_copy = train_method(method, args, start_path, splits["train"],
+                                                                      work_dir)
             saved = save_trained(trained, tok, os.path.join(args.output_dir, "models", method))
             with timed(f"eval/{method}", timings, cpu_seconds):
-                model = evaluation_copy(start_path, args, trained)
-                del trained  # saved already; the fp32 policy would sit beside the evaluation copy (0.6 GB)
+                model = evaluation_copy(start_path, args, trained, generation_copy)
+                del trained, generation_copy  # saved already; the fp32 policy would sit beside the copy (0.6 GB)
                 gc.collect()
                 result = evaluate(model, tok, splits["eval"], settings, desc=f"Evaluating {method}")
             print(f"[demo] {method}: {result.num_correct}/{result.num_problems} correct", flush=True)

@@ -169,12 +169,13 @@ def run_cell(cell: Cell, study: StudyArgs, threads: int) -> dict[str, Any]:
     splits["test"] = splits.pop("eval")
     record: dict[str, Any] = {"cell": asdict(cell), "threads": threads}
     wall, cpu = time.perf_counter(), time.process_time()
-    policy, history = None, []
+    policy, history, generation_copy = None, [], None
     if cell.method != "base":
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="rasft-study-") as work_dir:
-            policy, tokenizer, history = train_method(cell.method, args, start_path, splits["train"], work_dir)
+            policy, tokenizer, history, generation_copy = train_method(cell.method, args, start_path,
+                                                                       splits["train"], work_dir)
     record["train_wall_seconds"] = round(time.perf_counter() - wall, 1)
     record["train_cpu_seconds"] = round(time.process_time() - cpu, 1)
     record["log_history"] = history
@@ -183,8 +184,8 @@ def run_cell(cell: Cell, study: StudyArgs, threads: int) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(start_path, local_files_only=True)
-    model = evaluation_copy(start_path, args, policy)
-    del policy  # the fp32 policy is not needed beside the evaluation copy (0.6 GB)
+    model = evaluation_copy(start_path, args, policy, generation_copy)
+    del policy, generation_copy  # the fp32 policy is not needed beside the evaluation copy (0.6 GB)
     settings = EvalSettings(max_new_tokens=args.eval_max_new_tokens, batch_size=args.eval_batch_size)
     record["eval"] = {}
     for split in cell.splits:
