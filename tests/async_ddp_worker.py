@@ -67,3 +67,8 @@ if __name__ == "__main__":
             json.dump(results, f)
     alive = [t.name for t in threading.enumerate() if t.name.startswith("rasft-rollouts")]
     assert not alive, alive
+
+    from rasft_trl.distributed import end_distributed, exit_launched_process
+
+    end_distributed()
+    exit_launched_process()  # skip the C-level shutdown where gloo threads can abort

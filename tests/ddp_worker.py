@@ -59,10 +59,11 @@ def run(model_dir, out_dir, batch_size, accumulation, aggregation="token_mean"):
 
 
 if __name__ == "__main__":
-    from rasft_trl.distributed import end_distributed
+    from rasft_trl.distributed import end_distributed, exit_launched_process
 
     model_dir, out_dir, aggregation, grads_path = sys.argv[1:5]
     trainer, grads = run(model_dir, out_dir, 1, 2, aggregation)  # 2 processes x batch 1 x accumulation 2
     if trainer.accelerator.is_main_process:
         torch.save({"grads": grads, "log": trainer.state.log_history[0]}, grads_path)
     end_distributed()  # see rasft_trl.distributed.end_distributed
+    exit_launched_process()  # skip the C-level shutdown where gloo threads can abort

@@ -104,7 +104,8 @@ def main(model_dir: str, out_dir: str, mode: str) -> None:
 
 
 if __name__ == "__main__":
-    from rasft_trl.distributed import end_distributed
+    from rasft_trl.distributed import end_distributed, exit_launched_process
 
     main(*sys.argv[1:4])
     end_distributed()  # see rasft_trl.distributed.end_distributed
+    exit_launched_process()  # skip the C-level shutdown where gloo threads can abort

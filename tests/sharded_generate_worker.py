@@ -20,7 +20,7 @@ from tiny import math_rows
 from transformers import AutoTokenizer, TrainerCallback
 
 from rasft_trl import RASFTConfig, RASFTTrainer
-from rasft_trl.distributed import end_distributed, sharding_engine
+from rasft_trl.distributed import end_distributed, exit_launched_process, sharding_engine
 from rasft_trl.generation.base import SamplingSettings
 from rasft_trl.generation.transformers_backend import TransformersGeneration
 
@@ -82,3 +82,4 @@ if __name__ == "__main__":
     callback.trainer = trainer
     trainer.train()  # one step after the check: the engine still trains
     end_distributed()  # see rasft_trl.distributed.end_distributed
+    exit_launched_process()  # skip the C-level shutdown where gloo threads can abort

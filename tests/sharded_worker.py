@@ -19,7 +19,7 @@ from ddp_worker import EchoBackend, correct_if_long
 from tiny import math_rows
 
 from rasft_trl import RASFTConfig, RASFTTrainer
-from rasft_trl.distributed import end_distributed, sharding_engine
+from rasft_trl.distributed import end_distributed, exit_launched_process, sharding_engine
 
 
 def settings(out_dir, batch_size, accumulation, max_steps, save_steps, recalibrate):
@@ -77,3 +77,4 @@ if __name__ == "__main__":
     run(model_dir, out_dir, 1, 2, method, int(max_steps), int(save_steps), None if resume == "none" else True,
         int(recalibrate))
     end_distributed()  # see rasft_trl.distributed.end_distributed
+    exit_launched_process()  # skip the C-level shutdown where gloo threads can abort

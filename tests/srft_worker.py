@@ -16,7 +16,7 @@ from ddp_worker import GradCapture
 from tiny import math_rows
 
 from rasft_trl import SRFTConfig, SRFTTrainer
-from rasft_trl.distributed import end_distributed, sharding_engine
+from rasft_trl.distributed import end_distributed, exit_launched_process, sharding_engine
 
 
 class ScriptedBackend:
@@ -81,3 +81,4 @@ if __name__ == "__main__":
     if len(sys.argv) > 6 and trainer.accelerator.is_main_process:
         torch.save(grads, sys.argv[6])
     end_distributed()
+    exit_launched_process()  # skip the C-level shutdown where gloo threads can abort
