@@ -7,6 +7,7 @@
   `rasft-trl train --help` lists every flag of the recipe script (all config fields).
 - `rasft-trl eval --model M [--benchmarks ...]` evaluates a model on the paper's benchmarks (`rasft-trl eval --help`).
 - `rasft-trl prepare-data numina|kodcode --output-dir D` writes the paper's training sets as local dataset folders.
+- `rasft-trl study SPEC` runs a study (methods x seeds, selection on validation, paired differences; docs/study.md).
 - `rasft-trl recipes` lists the recipes and accelerate configs shipped with the package.
 - `rasft-trl demo` runs the CPU demo (`rasft-trl demo --help`).
 - `rasft-trl env` prints the versions that matter for a bug report.
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("eval", help="evaluate a model on the paper's benchmarks (rasft-trl eval --help)", add_help=False)
     sub.add_parser("prepare-data", help="write NuminaMath-CoT / KodCode training sets (rasft-trl prepare-data "
                    "--help)", add_help=False)
+    sub.add_parser("study", help="run a study spec: methods x seeds, selection on validation, paired differences "
+                   "(rasft-trl study --help)", add_help=False)
     sub.add_parser("recipes", help="list the shipped recipes and accelerate configs")
     sub.add_parser("env", help="print the versions of the stack (for bug reports)")
     argv = either_spelling(train, list(sys.argv[1:] if argv is None else argv))  # --num-processes, --num_processes
@@ -133,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
 
         prepare_data.main(rest)
         return 0
+    if args.command == "study":
+        from .scripts import study
+
+        return study.main(rest)
     if args.command == "env":
         print(environment())
         return 0

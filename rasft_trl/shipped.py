@@ -8,6 +8,8 @@ from pathlib import Path
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 ACCELERATE_CONFIGS = RECIPES / "accelerate_configs"
+#: study specs (`rasft-trl study NAME`), not training recipes
+STUDIES = RECIPES / "studies"
 
 
 def find_recipe(value: str) -> str:
@@ -28,4 +30,5 @@ def find_recipe(value: str) -> str:
 
 def shipped_recipes() -> list[str]:
     """Names of the shipped recipes (`Qwen2.5-Math-1.5B/rasft/config_numina.yaml`, ...)."""
-    return sorted(str(p.relative_to(RECIPES)) for p in RECIPES.rglob("*.yaml") if ACCELERATE_CONFIGS not in p.parents)
+    return sorted(str(p.relative_to(RECIPES)) for p in RECIPES.rglob("*.yaml")
+                  if ACCELERATE_CONFIGS not in p.parents and STUDIES not in p.parents)

@@ -206,7 +206,7 @@ def test_study_end_to_end_and_resume(tmp_path):
     cells = sorted(p.name for p in (tmp_path / "study" / "cells").glob("*.json"))
     assert len(cells) == 4 + 1 + 4  # selection (sft, dft) x 2 rates, base, 2 methods x 2 seeds
     report = json.loads((tmp_path / "study" / "study.json").read_text())
-    assert set(report["learning_rates"]) == {"sft", "dft"}
+    assert set(report["chosen"]) == {"sft", "dft"} and report["differences"][0]["a"] == "rasft"
     assert (tmp_path / "study" / "study.png").read_bytes()[:4] == b"\x89PNG"
     assert "| rasft |" in (tmp_path / "study" / "study.md").read_text()
     mtimes = {p.name: p.stat().st_mtime for p in (tmp_path / "study" / "cells").glob("*.json")}

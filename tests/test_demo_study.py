@@ -6,18 +6,8 @@ import pytest
 import torch
 
 from rasft_trl.demo.report import format_mechanism_table, mechanism_summary, window_means
-from rasft_trl.demo.study import (
-    FAMILIES,
-    Cell,
-    StudyArgs,
-    choose_learning_rates,
-    format_table,
-    mean_interval,
-    parse_args,
-    selection_cells,
-    summarize,
-)
-from rasft_trl.demo.study import test_cells as planned_test_cells
+from rasft_trl.demo.study import FAMILIES, Cell, StudyArgs, mean_interval, parse_args, to_spec
+from rasft_trl.study.engine import choose, differences, format_results, report_cells, selection_cells, summarize
 
 
 def test_generation_copy_follows_a_lora_policy_without_touching_it(tiny_model_dir):
@@ -97,33 +87,52 @@ def record(acc_val=None, test=None, ood=None, mechanism=None):
 
 
 def test_learning_rates_are_chosen_per_family_on_validation_only():
-    study = StudyArgs(methods=("sft", "rasft", "rasft_sft"), seeds=2, lr_grid=(1e-4, 1e-3))
-    cells = selection_cells(study)
-    assert {c.method for c in cells} == {"sft", "dft"} and all(c.splits == ("validation",) for c in cells)
+    spec = to_spec(StudyArgs(methods=("sft", "rasft", "rasft_sft"), seeds=2, lr_grid=(1e-4, 1e-3)))
+    cells = selection_cells(spec)
+    # each family's expert-only member chooses, even when it is not an arm (dft chooses for rasft)
+    assert {c.method for c in cells} == {"sft", "dft"} and all(c.sets == ("validation",) for c in cells)
     val = {("sft", 1e-4): 0.3, ("sft", 1e-3): 0.5, ("dft", 1e-4): 0.4, ("dft", 1e-3): 0.4}
     records = {c.name: record(acc_val=val[(c.method, c.learning_rate)]) for c in cells}
-    chosen = choose_learning_rates(study, records)
+    chosen = choose(spec, records)
     assert chosen["sft"]["chosen"] == 1e-3 and chosen["dft"]["chosen"] == 1e-4  # a tie goes to the smaller rate
-    cells = planned_test_cells(study, chosen)
+    cells = report_cells(spec, chosen)
     lrs = {(c.method, c.seed): c.learning_rate for c in cells}
     assert lrs[("rasft", 1)] == 1e-4 and lrs[("rasft_sft", 0)] == 1e-3 and lrs[("base", 0)] == 0.0
-    assert all("validation" not in c.splits for c in cells)
+    assert all("validation" not in c.sets for c in cells)
+    assert [c.name for c in cells][:2] == ["test-base-seed0-lr0", "test-sft-seed0-lr0.001"]  # round 1's names
     mech = {"rollout_accuracy_first_last": [0.2, 0.4], "expert_coef_first_last": [0.9, 0.8],
             "solvability_first_last": [0.2, 0.4], "rollout_accuracy_mean": 0.3, "min_problems_routed": 1,
             "rollout_targets": 10, "rollouts_drawn": 30, "rollouts_truncated": 0}
     test_acc = {"base": [0.2], "sft": [0.5, 0.7], "rasft": [0.6, 0.6], "rasft_sft": [0.4, 0.5]}
     records = {c.name: record(test=test_acc[c.method][c.seed], ood=0.1, mechanism=mech if "rasft" in c.method else None)
                for c in cells}
-    rows = summarize(study, chosen, records)
+    rows = summarize(spec, chosen, records)
     assert rows["sft"]["test"]["mean"] == pytest.approx(0.6)
     assert rows["sft"]["test"]["ci95"] == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
     assert rows["rasft"]["test"]["ci95"] == 0.0 and rows["rasft"]["mechanism"]["rollout_targets"] == 10
+    diffs = {(d["a"], d["b"]): d for d in differences(spec, rows)}
+    assert set(diffs) == {("rasft", "sft"), ("rasft_sft", "sft")}  # round 1's comparisons these arms allow
+    assert diffs[("rasft_sft", "sft")]["test"]["mean"] == pytest.approx(-0.15)
     dropped = [c.name for c in cells if c.method == "rasft"][-1]
     partial = {k: v for k, v in records.items() if k != dropped and "rasft_sft" not in k}
-    partial_rows = summarize(study, chosen, partial)  # an unfinished study reports the seeds it has
+    partial_rows = summarize(spec, chosen, partial)  # an unfinished study reports the seeds it has
     assert "rasft_sft" not in partial_rows and partial_rows["rasft"]["seeds"] == 1
-    table = format_table(rows)
+    table = format_results(spec, rows)
     assert "| sft | 2 | 0.001 | 60.0 ± 127.1 |" in table and "0.20 → 0.40" in table
+
+
+def test_shipped_demo_spec_is_the_demo_study():
+    from rasft_trl.study.spec import load_spec
+
+    shipped = load_spec("demo")
+    committed = to_spec(parse_args([]))
+    assert shipped.methods.keys() == committed.methods.keys() and shipped.runner == committed.runner
+    assert {m.family for m in shipped.methods.values()} == {"sft", "dft"}
+    assert all(shipped.methods[m].family == committed.methods[m].family for m in shipped.methods)
+    assert shipped.selection_grid == committed.selection_grid and shipped.seeds == committed.seeds
+    assert shipped.eval_sets == committed.eval_sets and shipped.comparisons == committed.comparisons
+    assert shipped.runner_options["max_steps"] == committed.runner_options["max_steps"]
+    assert [c.name for c in selection_cells(shipped)] == [c.name for c in selection_cells(committed)]
 
 
 def test_study_cli():

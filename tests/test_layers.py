@@ -30,7 +30,8 @@ LAYERS: list[tuple[str, list[str]]] = [
                   "rasft_trl.trainer_metrics", "rasft_trl.checkpoints",
                   "rasft_trl.async_rollouts", "rasft_trl.scoring", "rasft_trl.trainer_utils",
                   "rasft_trl"]),
-    ("evaluation", ["rasft_trl.evaluation", "rasft_trl.evaluation.*", "rasft_trl.prepare_data"]),
+    ("evaluation", ["rasft_trl.evaluation", "rasft_trl.evaluation.*", "rasft_trl.prepare_data", "rasft_trl.study",
+                    "rasft_trl.study.*"]),
     ("scripts and demo", ["rasft_trl.scripts", "rasft_trl.scripts.*", "rasft_trl.demo", "rasft_trl.demo.*"]),
     ("cli", ["rasft_trl.cli"]),
 ]

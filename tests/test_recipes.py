@@ -11,7 +11,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(
     path for path in glob.glob(os.path.join(ROOT, "recipes", "**", "*.yaml"), recursive=True)
-    if "accelerate_configs" not in path
+    if "accelerate_configs" not in path and f"{os.sep}studies{os.sep}" not in path
 )
 PAPER_RUNS = [("Qwen2.5-Math-1.5B", "numina"), ("Qwen2.5-Math-7B", "numina"), ("Llama-3.2-3B", "numina"),
               ("Qwen2.5-Coder-3B", "kodcode"), ("Qwen2.5-Coder-7B", "kodcode"), ("Llama-3.2-3B", "kodcode")]

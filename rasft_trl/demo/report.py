@@ -26,6 +26,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..study.mechanism import mechanism_summary, series, training_logs, window_means  # noqa: F401 (re-exported)
+
 #: metrics that are fractions: their panels span [0, 1]
 FRACTIONS = {"rollouts/accuracy", "pool/mean_solvability", "ratio/clip_low_frac", "ratio/clip_high_frac"}
 #: plot file -> [(log-history key, panel title)]
@@ -39,22 +41,6 @@ PLOTS: dict[str, list[tuple[str, str]]] = {
         ("ratio/clip_high_frac", "fraction clipped high"),
     ],
 }
-
-
-def training_logs(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The per-step training entries of a Trainer's `log_history` (those with a `loss`), summary rows dropped."""
-    return [entry for entry in log_history if "loss" in entry and "step" in entry]
-
-
-def series(log_history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    """`(steps, values)` of one logged metric; entries without it (or with a non-finite value) are skipped."""
-    steps, values = [], []
-    for entry in training_logs(log_history):
-        value = entry.get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            steps.append(int(entry["step"]))
-            values.append(float(value))
-    return steps, values
 
 
 def accuracy_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -104,41 +90,6 @@ def format_accuracy_table(results: dict[str, Any]) -> str:
     return render_table(lines)
 
 
-def window_means(log_history: list[dict[str, Any]], key: str, fraction: float = 0.2) -> tuple[float, float] | None:
-    """Mean of a logged metric over the first and over the last `fraction` of the training steps (at least one
-    step each; steps that did not log it are skipped). `None` when the metric was never logged."""
-    _, values = series(log_history, key)
-    if not values:
-        return None
-    n = max(1, int(len(values) * fraction))
-    return sum(values[:n]) / n, sum(values[-n:]) / n
-
-
-def mechanism_summary(log_history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """What RASFT's mechanism did in one run, from its log history; `None` for a run that drew no rollouts.
-
-    Keys: rollout accuracy and mean expert coefficient over the first / last fifth of the steps and over all steps,
-    the fewest problems routed to rollouts in any step, and the correct rollouts used as training targets.
-    """
-    steps = training_logs(log_history)
-    if not any("rollouts/problems" in entry for entry in steps):
-        return None
-    _, accuracy = series(log_history, "rollouts/accuracy")
-    _, routed = series(log_history, "rollouts/problems")
-    _, targets = series(log_history, "rollouts/targets")
-    _, truncated = series(log_history, "rollouts/truncated")
-    _, drawn = series(log_history, "rollouts/drawn")
-    return {
-        "steps": len(steps),
-        "rollout_accuracy_first_last": window_means(log_history, "rollouts/accuracy"),
-        "rollout_accuracy_mean": sum(accuracy) / len(accuracy) if accuracy else None,
-        "expert_coef_first_last": window_means(log_history, "pool/expert_coef_mean"),
-        "solvability_first_last": window_means(log_history, "pool/mean_solvability"),
-        "min_problems_routed": min(routed) if len(routed) == len(steps) else 0,
-        "rollouts_drawn": sum(drawn),
-        "rollout_targets": sum(targets),
-        "rollouts_truncated": sum(truncated),
-    }
 
 
 def format_mechanism_table(results: dict[str, Any]) -> str:

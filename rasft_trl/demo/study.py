@@ -14,26 +14,28 @@ Protocol, fixed before any test number is looked at:
    (SFT, DFT), seed 0. The test splits play no part in the choice.
 3. Each method runs with `--seeds` seeds (LoRA initialization, data order and rollout sampling change; the data
    does not). The report gives the mean and a 95% Student-t interval over seeds, the compute (training wall and CPU
-   seconds, rollout tokens generated) and RASFT's mechanism numbers.
+   seconds, rollout tokens trained on) and RASFT's mechanism numbers, and the paired differences by seed.
 
-Every run (a "cell") writes its own JSON file under `<output-dir>/cells/`; a rerun skips finished cells, so an
-interrupted study resumes where it stopped. The report (`study.md`, `study.json`, `study.png`) is written from the
-cells at the end.
+The study engine ([`~rasft_trl.study.engine`], the same as `rasft-trl study`) plans and runs the cells and writes
+the report; this module is the demo's runner ([`run_spec_cell`]: one cell trained and evaluated in a fresh process)
+and its command line. `rasft-trl study demo` runs the same study from its shipped spec. Every run (a "cell") writes
+its own JSON file under `<output-dir>/cells/`; a rerun skips finished cells, so an interrupted study resumes where
+it stopped. The report (`study.md`, `study.json`, `study.png`) is written from the cells at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ..scripts.flags import either_spelling
+from ..study.engine import Cell, run_study
+from ..study.spec import MethodSpec, StudySpec
+from ..study.stats import mean_interval  # noqa: F401 (re-exported)
 from .run import METHODS, DemoArgs
 
 #: method -> token-factor family (the unit of learning-rate selection)
@@ -42,10 +44,6 @@ FAMILIES = {"sft": "sft", "rasft_sft": "sft", "dft": "dft", "rasft": "dft", "no_
 #: the family's expert-only member, which chooses the family's learning rate
 SELECTORS = {"sft": "sft", "dft": "dft"}
 STUDY_METHODS = ("sft", "dft", "rasft", "rasft_sft", "no_rollouts", "no_adaptivity", "no_ratio")
-#: two-sided 95% Student-t quantiles by degrees of freedom
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
 def study_demo_defaults() -> DemoArgs:
     """The training and evaluation settings of every study run, pinned here so that a later change of the demo's
     defaults does not change what the committed study command measures (steps, seed and learning rate are set per
@@ -78,32 +76,6 @@ class StudyArgs:
         """The demo settings of one training run."""
         return replace(self.demo, max_steps=self.max_steps, seed=seed, learning_rate=learning_rate,
                        cache_dir=self.cache_dir)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One training run (or the `base` evaluation): what to train, with which seed and learning rate, evaluated on
-    which splits."""
-
-    method: str
-    seed: int
-    learning_rate: float
-    splits: tuple[str, ...]
-    phase: str  # "select" (learning-rate choice, validation only) or "test"
-
-    @property
-    def name(self) -> str:
-        return f"{self.phase}-{self.method}-seed{self.seed}-lr{self.learning_rate:g}"
-
-
-def mean_interval(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its two-sided 95% Student-t interval (0 for a single value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, T95.get(n - 1, 1.96) * sd / math.sqrt(n)
 
 
 def parse_args(argv: list[str] | None = None) -> StudyArgs:
@@ -146,8 +118,12 @@ def parse_args(argv: list[str] | None = None) -> StudyArgs:
 # ---------------------------------------------------------------------------------------------- one cell
 
 
-def run_cell(cell: Cell, study: StudyArgs, threads: int) -> dict[str, Any]:
-    """Train (unless `base`) and evaluate one cell in this process; returns its JSON-ready record."""
+def run_cell(cell: Cell, study: StudyArgs, threads: int, overrides: dict[str, Any] | None = None,
+             method: str | None = None) -> dict[str, Any]:
+    """Train (unless `base`) and evaluate one cell in this process; returns its JSON-ready record. `method` is the
+    demo method trained (default: the cell's name for it); `overrides` are [`DemoArgs`] fields of this arm."""
+    import time
+
     import torch
 
     from rasft_trl.demo.data import build_splits
@@ -160,7 +136,9 @@ def run_cell(cell: Cell, study: StudyArgs, threads: int) -> dict[str, Any]:
 
     release_freed_memory()  # as in the demo: freed tensors go back to the system
     torch.set_num_threads(threads)
-    args = study.demo_args(cell.seed, cell.learning_rate)
+    overrides = dict(overrides or {})
+    args = replace(study.demo_args(cell.seed, overrides.pop("learning_rate", cell.value)), **overrides)
+    method = method or cell.method
     start_path = warm_start_path(demo_model_path(study.cache_dir), args.warm_start, bf16=args.use_bf16)
     splits = build_splits(
         args.train_size, study.num_test, seed=study.demo.seed, num_warmup=args.warm_start.num_problems,
@@ -174,7 +152,7 @@ def run_cell(cell: Cell, study: StudyArgs, threads: int) -> dict[str, Any]:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="rasft-study-") as work_dir:
-            policy, tokenizer, history, generation_copy = train_method(cell.method, args, start_path,
+            policy, tokenizer, history, generation_copy = train_method(method, args, start_path,
                                                                        splits["train"], work_dir)
     record["train_wall_seconds"] = round(time.perf_counter() - wall, 1)
     record["train_cpu_seconds"] = round(time.process_time() - cpu, 1)
@@ -188,7 +166,7 @@ def run_cell(cell: Cell, study: StudyArgs, threads: int) -> dict[str, Any]:
     del policy, generation_copy  # the fp32 policy is not needed beside the evaluation copy (0.6 GB)
     settings = EvalSettings(max_new_tokens=args.eval_max_new_tokens, batch_size=args.eval_batch_size)
     record["eval"] = {}
-    for split in cell.splits:
+    for split in cell.sets:
         result = evaluate(model, tokenizer, splits[split], settings, desc=f"{cell.name} on {split}").to_dict()
         result.pop("samples", None)
         record["eval"][split] = result
@@ -196,145 +174,98 @@ def run_cell(cell: Cell, study: StudyArgs, threads: int) -> dict[str, Any]:
     return record
 
 
-def _run_cell_to_file(cell: Cell, study: StudyArgs, threads: int) -> str:
-    path = Path(study.output_dir) / "cells" / f"{cell.name}.json"
-    record = run_cell(cell, study, threads)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    os.replace(tmp, path)
-    return cell.name
 
 
-def run_cells(cells: list[Cell], study: StudyArgs) -> None:
-    """Run the cells that have no result file yet, `study.jobs` at a time in worker processes."""
-    folder = Path(study.output_dir) / "cells"
-    folder.mkdir(parents=True, exist_ok=True)
-    todo = [c for c in cells if not (folder / f"{c.name}.json").is_file()]
-    print(f"[study] {len(cells) - len(todo)} of {len(cells)} runs already done; {len(todo)} to go", flush=True)
-    if not todo:
-        return
-    threads = max(1, (os.cpu_count() or 1) // study.jobs)
-    if study.jobs == 1:
-        for i, cell in enumerate(todo, 1):
-            print(f"[study] ({i}/{len(todo)}) {cell.name}", flush=True)
-            _run_cell_to_file(cell, study, threads)
-        return
+# ---------------------------------------------------------------------------------------------- as a study spec
+
+
+def to_spec(study: StudyArgs) -> StudySpec:
+    """The demo study as a [`StudySpec`] run by the study engine with [`run_spec_cell`]: one arm per method, the
+    token-factor families, the learning-rate grid on `validation`, `test` and `ood` reported (the shipped
+    `rasft-trl study demo` spec is the same study)."""
+    methods = {m: MethodSpec(m, script=m, family=FAMILIES.get(m, m)) for m in study.methods}
+    first = {}
+    for m in study.methods:
+        first.setdefault(FAMILIES.get(m, m), m)
+    selectors = {family: SELECTORS.get(family, m) for family, m in first.items()}
+    return StudySpec(
+        name="demo task", output_dir=study.output_dir, methods=methods, seeds=tuple(range(study.seeds)),
+        selection_grid=tuple(study.lr_grid), selection_set="validation", selection_seed=0, selectors=selectors,
+        eval_sets={"validation": {"num_problems": study.num_validation}, "test": {"num_problems": study.num_test},
+                   "ood": {"num_problems": study.num_ood}},
+        report_sets=("test", "ood"), comparisons=default_comparisons(study.methods),
+        runner="rasft_trl.demo.study:run_spec_cell",
+        runner_options={"max_steps": study.max_steps, "warm_start_steps": study.demo.warm_start_steps,
+                        "cache_dir": study.cache_dir},
+    )
+
+
+def default_comparisons(methods: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The paired differences of round 1 that the methods allow (each RASFT variant against its base)."""
+    wanted = [("rasft", "dft"), ("rasft_sft", "sft"), ("sft", "dft"), ("rasft", "sft"), ("no_rollouts", "dft"),
+              ("no_adaptivity", "dft"), ("no_ratio", "dft")]
+    return tuple((a, b) for a, b in wanted if a in methods and b in methods)
+
+
+#: `runner_options` of a demo spec: StudyArgs fields (the DemoArgs defaults of `study_demo_defaults` beneath)
+RUNNER_OPTIONS = ("max_steps", "warm_start_steps", "cache_dir")
+
+
+def from_spec(spec: StudySpec) -> StudyArgs:
+    """The [`StudyArgs`] a demo spec describes (sizes of the evaluation sets from their `num_problems`)."""
+    unknown = [k for k in spec.runner_options if k not in RUNNER_OPTIONS]
+    if unknown:
+        raise ValueError(f"runner_options: unknown key(s) {unknown} for the demo runner; known: "
+                         f"{list(RUNNER_OPTIONS)}")
+    sizes = {name: int(body.get("num_problems", 0)) for name, body in spec.eval_sets.items()}
+    for name in sizes:
+        if name not in ("validation", "test", "ood"):
+            raise ValueError(f"evaluation set {name!r}: the demo runner evaluates on validation, test and ood only")
+    options = spec.runner_options
+    d = StudyArgs()
+    return StudyArgs(
+        output_dir=spec.output_dir, methods=tuple(spec.methods), seeds=len(spec.seeds),
+        lr_grid=tuple(spec.selection_grid), max_steps=int(options.get("max_steps", d.max_steps)),
+        num_test=sizes.get("test", 0), num_ood=sizes.get("ood", 0), num_validation=sizes.get("validation", 0),
+        cache_dir=options.get("cache_dir"),
+        demo=replace(study_demo_defaults(), warm_start_steps=int(options.get("warm_start_steps",
+                                                                              d.demo.warm_start_steps))),
+    )
+
+
+def _cell_in_fresh_process(cell: Cell, study: StudyArgs, threads: int, overrides: dict, method: str) -> dict:
+    return run_cell(cell, study, threads, overrides, method)
+
+
+def run_spec_cell(cell: Cell, spec: StudySpec, work: Path, slot: int, jobs: int = 1) -> dict[str, Any]:
+    """The demo runner of the study engine: one cell trained and evaluated in a fresh process (memory does not
+    pile up across runs; a reused worker was once killed for memory), with cores / jobs torch threads. An arm's
+    `script` names the demo method it trains (`METHODS`), its `overrides` are [`DemoArgs`] fields; a selection of
+    another parameter than the learning rate sets that field."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
 
+    study = from_spec(spec)
+    overrides: dict[str, Any] = {}
+    method = cell.method
+    arm = spec.methods.get(cell.method)
+    if arm is not None:  # else `base`, or a selector that is not an arm of this study (dft choosing for rasft)
+        method = arm.script or cell.method
+        if method not in METHODS:
+            raise ValueError(f"arm {cell.method!r}: {method!r} is not a demo method ({sorted(METHODS)})")
+        overrides.update(arm.overrides)
+    if cell.value is not None and spec.selection_parameter != "learning_rate":
+        overrides[spec.selection_parameter] = cell.value
+    unknown = [k for k in overrides if k not in {f.name for f in fields(DemoArgs)}]
+    if unknown:
+        raise ValueError(f"arm {cell.method!r}: unknown DemoArgs field(s) {unknown}")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
-    # a fresh process per run: memory does not pile up across runs (a reused worker was killed for memory once)
-    with ProcessPoolExecutor(max_workers=study.jobs, mp_context=context, max_tasks_per_child=1) as pool:
-        futures = {pool.submit(_run_cell_to_file, cell, study, threads): cell for cell in todo}
-        for i, future in enumerate(as_completed(futures), 1):
-            print(f"[study] ({i}/{len(todo)}) finished {future.result()}", flush=True)
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_cell_in_fresh_process, cell, study, threads, overrides, method).result()
 
 
-def load_cells(study: StudyArgs) -> dict[str, dict]:
-    folder = Path(study.output_dir) / "cells"
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
-
-
-# ---------------------------------------------------------------------------------------------- protocol
-
-
-def selection_cells(study: StudyArgs) -> list[Cell]:
-    families = sorted({FAMILIES[m] for m in study.methods})
-    return [Cell(SELECTORS[f], 0, lr, ("validation",), "select") for f in families for lr in study.lr_grid]
-
-
-def choose_learning_rates(study: StudyArgs, records: dict[str, dict]) -> dict[str, dict]:
-    """Per family: validation accuracy of each learning rate, and the chosen one (ties: the smaller rate)."""
-    out = {}
-    for family in sorted({FAMILIES[m] for m in study.methods}):
-        scores = {}
-        for lr in study.lr_grid:
-            cell = Cell(SELECTORS[family], 0, lr, ("validation",), "select")
-            scores[lr] = records[cell.name]["eval"]["validation"]["accuracy"]
-        best = max(sorted(scores), key=lambda lr: scores[lr])
-        out[family] = {"selector": SELECTORS[family], "validation_accuracy": scores, "chosen": best}
-    return out
-
-
-def test_cells(study: StudyArgs, chosen: dict[str, dict]) -> list[Cell]:
-    # seed-major: an interrupted study has every method at the same number of seeds
-    cells = [Cell("base", 0, 0.0, ("test", "ood"), "test")]
-    for seed in range(study.seeds):
-        cells += [Cell(m, seed, chosen[FAMILIES[m]]["chosen"], ("test", "ood"), "test") for m in study.methods]
-    return cells
-
-
-def summarize(study: StudyArgs, chosen: dict[str, dict], records: dict[str, dict]) -> dict[str, Any]:
-    """Per method: mean and 95% interval per split, compute, mechanism numbers, and the per-seed values."""
-    rows = {}
-    for method in ("base",) + tuple(study.methods):
-        cells = [c for c in test_cells(study, chosen) if c.method == method]
-        recs = [records[c.name] for c in cells if c.name in records]  # an unfinished study reports what it has
-        if not recs:
-            continue
-        row: dict[str, Any] = {"seeds": len(recs), "learning_rate": cells[0].learning_rate or None}
-        for split in ("test", "ood"):
-            values = [r["eval"][split]["accuracy"] for r in recs]
-            mean, half = mean_interval(values)
-            row[split] = {"mean": mean, "ci95": half, "per_seed": values}
-            levels = sorted(recs[0]["eval"][split]["accuracy_by_level"])
-            row[split]["by_level"] = {
-                lvl: sum(r["eval"][split]["accuracy_by_level"][lvl] for r in recs) / len(recs) for lvl in levels
-            }
-        for key in ("train_wall_seconds", "train_cpu_seconds", "rollout_tokens"):
-            row[key] = sum(r[key] for r in recs) / len(recs)
-        mechanisms = [r["mechanism"] for r in recs if r.get("mechanism")]
-        if mechanisms:
-            row["mechanism"] = {
-                key: _mean_of([m[key] for m in mechanisms])
-                for key in ("rollout_accuracy_first_last", "expert_coef_first_last", "solvability_first_last",
-                            "rollout_accuracy_mean", "min_problems_routed", "rollout_targets", "rollouts_drawn",
-                            "rollouts_truncated")
-            }
-        rows[method] = row
-    return rows
-
-
-def _mean_of(values: list) -> Any:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    if isinstance(values[0], (list, tuple)):
-        return [sum(v[i] for v in values) / len(values) for i in range(len(values[0]))]
-    return sum(values) / len(values)
-
-
-# ---------------------------------------------------------------------------------------------- report
-
-
-def format_table(rows: dict[str, Any]) -> str:
-    """Markdown table: accuracy mean ± 95% interval per split, compute, mechanism."""
-    lines = [
-        "| method | seeds | lr | test (ID) | OOD | train wall s | train CPU s | rollout tokens | rollout acc first→last | "
-        "expert coef first→last | rollout targets |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for method, r in rows.items():
-        mech = r.get("mechanism") or {}
-
-        def pair(key: str, fmt: str) -> str:
-            v = mech.get(key)
-            return "–" if v is None else f"{v[0]:{fmt}} → {v[1]:{fmt}}"
-
-        def acc(split: str) -> str:  # no interval from a single seed
-            cell = r[split]
-            return f"{100 * cell['mean']:.1f}" + (f" ± {100 * cell['ci95']:.1f}" if r["seeds"] > 1 else " (1 seed)")
-
-        lines.append(
-            f"| {method} | {r['seeds']} | {r['learning_rate'] or '–'} | {acc('test')} | {acc('ood')} | {r['train_wall_seconds']:.0f} "
-            f"| {r['train_cpu_seconds']:.0f} | {r['rollout_tokens']:.0f} | {pair('rollout_accuracy_first_last', '.2f')} "
-            f"| {pair('expert_coef_first_last', '.3f')} | "
-            f"{'–' if mech.get('rollout_targets') is None else format(mech['rollout_targets'], '.0f')} |"
-        )
-    return "\n".join(lines)
-
-
-def plot(path: Path, rows: dict[str, Any]) -> None:
+def plot(path: Path, rows: dict[str, Any], sets: tuple[str, ...] = ("test", "ood")) -> None:
     """Bar chart: mean accuracy with 95% intervals, test and OOD side by side, per-seed points."""
     import matplotlib
 
@@ -344,14 +275,14 @@ def plot(path: Path, rows: dict[str, Any]) -> None:
     methods = list(rows)
     fig, ax = plt.subplots(figsize=(1.1 * len(methods) + 2, 3.6))
     width = 0.38
-    for offset, split, color in ((-width / 2, "test", "#4C72B0"), (width / 2, "ood", "#DD8452")):
+    for offset, split, color in zip((-width / 2, width / 2), sets, ("#4C72B0", "#DD8452")):
         xs = [i + offset for i in range(len(methods))]
         means = [100 * rows[m][split]["mean"] for m in methods]
         errs = [100 * rows[m][split]["ci95"] for m in methods]
         ax.bar(xs, means, width, yerr=errs, capsize=3, color=color, label={"test": "test (ID)", "ood": "OOD"}[split])
         for x, m in zip(xs, methods):
-            ax.scatter([x] * len(rows[m][split]["per_seed"]), [100 * v for v in rows[m][split]["per_seed"]],
-                       s=8, color="black", zorder=3)
+            values = list(rows[m][split]["per_seed"].values())
+            ax.scatter([x] * len(values), [100 * v for v in values], s=8, color="black", zorder=3)
     ax.set_xticks(range(len(methods)), methods, rotation=20)
     ax.set_ylabel("greedy accuracy (%)")
     ax.legend()
@@ -361,51 +292,21 @@ def plot(path: Path, rows: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def write_report(study: StudyArgs, chosen: dict, rows: dict, seconds: float) -> Path:
-    out = Path(study.output_dir)
-    summary = {"settings": {**asdict(study), "demo": asdict(study.demo)}, "learning_rates": chosen, "methods": rows,
-               "wall_seconds": seconds}
-    (out / "study.json").write_text(json.dumps(summary, indent=2, default=str))
-    plot(out / "study.png", rows)
-    selection = "\n".join(
-        f"- `{family}` family (chosen by {c['selector']}): "
-        + ", ".join(f"{lr:g} → {100 * acc:.1f}%" for lr, acc in c["validation_accuracy"].items())
-        + f"; chosen **{c['chosen']:g}**"
-        for family, c in chosen.items()
-    )
-    text = (
-        f"{format_table(rows)}\n\nLearning rates (validation accuracy, {study.num_validation} problems, seed 0):\n"
-        f"{selection}\n"
-    )
-    (out / "study.md").write_text(text)
-    return out / "study.md"
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Entry point of `python -m rasft_trl.demo.study`."""
+    """Entry point of `python -m rasft_trl.demo.study`: the demo study run by the study engine."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     study = parse_args(argv)
-    start = time.perf_counter()
-    # build the shared model cache once, before any worker needs it
-    from rasft_trl.demo.model import demo_model_path
-    from rasft_trl.demo.warmstart import warm_start_path
+    spec = to_spec(study)
+    if not study.report_only:  # build the shared model cache once, before any worker needs it
+        from rasft_trl.demo.model import demo_model_path
+        from rasft_trl.demo.warmstart import warm_start_path
 
-    selection = selection_cells(study)
-    if not study.report_only:
         warm_start_path(demo_model_path(study.cache_dir), study.demo.warm_start, bf16=study.demo.use_bf16)
-        print(f"[study] phase 1: learning-rate selection on validation ({len(selection)} runs)", flush=True)
-        run_cells(selection, study)
-    chosen = choose_learning_rates(study, load_cells(study))
-    for family, c in chosen.items():
-        print(f"[study] {family} family: learning rate {c['chosen']:g} (validation {c['validation_accuracy']})")
-    cells = test_cells(study, chosen)
-    if not study.report_only:
-        print(f"[study] phase 2: {len(cells)} runs evaluated on test and OOD", flush=True)
-        run_cells(cells, study)
-    rows = summarize(study, chosen, load_cells(study))
-    path = write_report(study, chosen, rows, time.perf_counter() - start)
-    print("\n" + path.read_text())
-    return rows
+    result = run_study(spec, jobs=study.jobs, report_only=study.report_only)
+    plot(Path(study.output_dir) / "study.png", result["rows"])
+    if result["failures"]:
+        raise SystemExit(f"{len(result['failures'])} run(s) failed: " + "; ".join(result["failures"]))
+    return result["rows"]
 
 
 if __name__ == "__main__":

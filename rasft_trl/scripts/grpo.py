@@ -81,6 +81,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         raise RecipeError(str(exc)) from exc
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json (log history) beside the model, as transformers' example scripts do
     if trainer.is_world_process_zero():
         engine = sharding_engine(trainer)
         where = "" if engine == "single" else f" ({engine}, {trainer.accelerator.num_processes} processes)"

@@ -207,6 +207,7 @@ def main(script_args: RASFTScriptArguments, training_args: RASFTConfig, model_ar
     trainer = build_trainer(script_args, training_args, model_args, trainer_cls)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json (log history) beside the model, as transformers' example scripts do
     dataset = card_dataset(script_args)
     if trainer.is_world_process_zero():
         trainer.write_model_card(training_args.output_dir, dataset_name=dataset)
