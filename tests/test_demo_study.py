@@ -141,7 +141,8 @@ def test_study_cli():
     assert {"sft", "dft", "rasft", "rasft_sft", "no_rollouts", "no_adaptivity", "no_ratio"} <= set(args.methods)
     assert parse_args(["--methods", "sft,rasft", "--seeds", "2"]).methods == ("sft", "rasft")
     with pytest.raises(SystemExit):
-        parse_args(["--methods", "grpo"])
+        parse_args(["--methods", "ppo"])
+    assert parse_args(["--methods", "srft,grpo"]).methods == ("srft", "grpo")  # round 2's arms
     assert Cell("rasft", 1, 5e-4, ("test",), "test").name == "test-rasft-seed1-lr0.0005"
 
 
@@ -171,3 +172,54 @@ def test_study_module_runs_as_a_command():
 
     out = subprocess.run([sys.executable, "-m", "rasft_trl.demo.study", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--lr-grid" in out.stdout and "--seeds" in out.stdout
+
+
+@pytest.mark.parametrize("method", ["srft", "grpo"])
+def test_round_two_trainers_train_on_the_demo_path(tmp_path, tiny_model_dir, method):
+    """SRFT and GRPO through the demo's training path (the study's round-2 arms): same budget, LoRA and sampling as
+    RASFT, one step on the tiny model; the trained policy is a LoRA model the evaluation copy can take."""
+    from dataclasses import replace
+
+    from rasft_trl.demo.data import build_splits
+    from rasft_trl.demo.run import make_config, parse_args as demo_args, train_method
+
+    args = replace(demo_args([]), max_steps=1, batch_size=2, num_rollouts=2, rollout_max_new_tokens=4,
+                   learning_rate=1e-3, generation_precision="fp32", calibration_sample_size=2)
+    rasft, other = make_config("rasft", args, str(tmp_path)), make_config(method, args, str(tmp_path))
+    for key in ("learning_rate", "lr_scheduler_type", "max_steps", "temperature", "top_p", "repetition_penalty",
+                "seed", "gradient_checkpointing"):
+        assert getattr(other, key) == getattr(rasft, key), key  # only the method differs
+    assert type(other).__name__ == {"srft": "SRFTConfig", "grpo": "GRPOConfig"}[method]
+    rows = build_splits(2, 1, seed=0)["train"]
+    trained, tokenizer, history, _ = train_method(method, args, tiny_model_dir, rows, str(tmp_path))
+    steps = [h for h in history if "loss" in h]
+    assert len(steps) == 1 and math.isfinite(steps[0]["loss"])
+    assert hasattr(trained, "peft_config")  # LoRA, as every demo method
+    if method == "grpo":
+        assert steps[0]["num_tokens"] > 0 and "reward" in steps[0]
+    else:
+        assert steps[0]["rollouts/drawn"] == 2 * 2  # every problem gets K rollouts
+
+
+def test_round_two_spec_is_its_written_protocol():
+    """recipes/studies/demo_round2.yaml against docs/study.md's round-2 protocol (written before any run)."""
+    from rasft_trl.study.spec import load_spec
+
+    spec = load_spec("demo_round2")
+    assert list(spec.methods) == ["sft", "dft", "rasft", "rasft_recal", "srft", "grpo"] and len(spec.seeds) == 5
+    assert {k: v["num_problems"] for k, v in spec.eval_sets.items()} == {"validation": 192, "test": 256, "ood": 384}
+    lrs = {m: spec.methods[m].overrides.get("learning_rate") for m in spec.methods}
+    assert lrs == {"sft": 0.001, "dft": 0.0005, "rasft": 0.0005, "rasft_recal": 0.0005, "srft": None, "grpo": None}
+    assert spec.methods["rasft"].overrides["window_recalibration_steps"] == 0  # round 1's pinned window
+    select = selection_cells(spec)
+    assert sorted(c.name for c in select) == sorted(
+        [f"select-rasft_recal-seed0-window_recalibration_steps{r}" for r in (3, 6)]
+        + [f"select-{m}-seed0-lr{lr:g}" for m in ("srft", "grpo") for lr in (2.5e-4, 5e-4, 1e-3)])
+    assert spec.selection_of("rasft_recal")[2] == "larger" and spec.selection_of("srft")[2] == "smaller"
+    records = {c.name: {"eval": {"validation": {"accuracy": 0.5}}} for c in select}  # all tied
+    chosen = choose(spec, records)
+    assert chosen["rasft_recal"]["chosen"] == 6 and chosen["srft"]["chosen"] == 2.5e-4  # the protocol's tie rules
+    cells = report_cells(spec, chosen)
+    assert len(cells) == 1 + 6 * 5 and "test-rasft_recal-seed4-window_recalibration_steps6" in {c.name for c in cells}
+    assert spec.comparisons == (("rasft_recal", "dft"), ("rasft_recal", "rasft"), ("rasft_recal", "srft"),
+                                ("rasft_recal", "grpo"), ("sft", "dft"))

@@ -239,3 +239,44 @@ def test_dry_run_prints_the_plan(tmp_path, capsys):
     assert len(lines) == 2 + 2 * 2 and lines[0].startswith("select-dft-seed0-lr0.0001: ")
     assert "--method sft" in lines[0] and "--learning_rate 0.0001" in lines[0]
     assert not (tmp_path / "o").exists()  # nothing started
+
+
+def scripted_runner(cell, spec, work, slot, jobs):
+    """An engine-level runner for the orchestration tests: accuracy from the cell's value and seed, one line per call
+    in `calls.txt` (the real runners are tested end to end above and in test_demo.py)."""
+    with open(os.path.join(spec.output_dir, "calls.txt"), "a") as f:
+        f.write(cell.name + "\n")
+    if cell.method == "broken":
+        raise RuntimeError("exit code 1; see train.log")
+    accuracy = 0.1 * (cell.value or 0) + 0.01 * cell.seed + (0.05 if cell.method == "b" else 0.0)
+    return {"eval": {s: {"accuracy": accuracy, "num_correct": None} for s in cell.sets}}
+
+
+def test_engine_selection_only_resume_and_failures(tmp_path):
+    from rasft_trl.study.engine import run_study
+
+    raw = {"output_dir": str(tmp_path / "s"), "seeds": 2, "runner": "test_study_tool:scripted_runner",
+           "methods": {"a": {}, "b": {"family": "a"}, "c": {"overrides": {"learning_rate": 0.5}}},
+           "selection": {"eval_set": "val", "families": {"a": {"parameter": "k", "grid": [1, 2, 3]}}},
+           "evaluation": {"sets": {"val": {}, "test": {}}}}
+    spec = parse_spec(raw)
+    calls = tmp_path / "s" / "calls.txt"
+    result = run_study(spec, selection_only=True)
+    assert result["chosen"]["a"]["chosen"] == 3 and result["rows"] == {}
+    assert calls.read_text().split() == ["select-a-seed0-k1", "select-a-seed0-k2", "select-a-seed0-k3"]
+    result = run_study(spec)  # resumes: the selection is not run again
+    assert calls.read_text().split()[3:] == ["test-base-seed0", "test-a-seed0-k3", "test-b-seed0-k3", "test-c-seed0",
+                                             "test-a-seed1-k3", "test-b-seed1-k3", "test-c-seed1"]
+    (diff_b, diff_c) = result["differences"]  # every arm against the first
+    assert (diff_b["a"], diff_b["b"]) == ("b", "a") and diff_b["test"]["mean"] == pytest.approx(0.05)
+    assert diff_c["test"]["mean"] == pytest.approx(-0.3)  # c has no grid: its value is its own (none here)
+    assert "| a | 2 | k=3 |" in (tmp_path / "s" / "study.md").read_text()
+    before = calls.read_text()
+    run_study(spec)
+    assert calls.read_text() == before  # nothing left to run
+    broken = parse_spec({**raw, "output_dir": str(tmp_path / "t"),
+                         "methods": {"a": {}, "broken": {"family": "broken"}}})
+    result = run_study(broken)
+    assert [f.split(":")[0] for f in result["failures"]] == ["test-broken-seed0", "test-broken-seed1"]
+    assert result["rows"]["a"]["seeds"] == 2 and "broken" not in result["rows"]
+    assert "Runs that failed" in (tmp_path / "t" / "study.md").read_text()

@@ -42,6 +42,11 @@ METHODS: dict[str, dict[str, Any]] = {
     "no_ratio": dict(use_rollouts=True, use_ratio=False, adaptive_weights=True, token_factor="dft"),
 }
 
+#: methods of other trainers on the same warm start, data, budget, LoRA and rollout sampling (the study's round 2;
+#: not in `make demo`): SRFT with its own loss defaults (docs/srft.md), and TRL's GRPO with the math verifier as
+#: reward and `num_rollouts` generations per problem
+OTHER_TRAINERS: dict[str, str] = {"srft": "SRFTTrainer", "grpo": "GRPOTrainer"}
+
 
 @dataclass
 class DemoArgs:
@@ -182,17 +187,14 @@ def parse_args(argv: list[str] | None = None) -> DemoArgs:
     return args
 
 
-def make_config(method: str, args: DemoArgs, output_dir: str):
-    """The [`RASFTConfig`] of one method: shared budget and sampling, the method's switches on top."""
-    from rasft_trl import RASFTConfig
-
-    return RASFTConfig(
+def shared_settings(args: DemoArgs, output_dir: str) -> dict[str, Any]:
+    """Budget, schedule and logging every method shares (the trainer arguments of transformers)."""
+    return dict(
         output_dir=output_dir,
-        num_rollouts=args.num_rollouts,
         max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=1,
         learning_rate=args.lr,
+        lr_scheduler_type="cosine",  # RASFTConfig's default (the paper's), for every method
         bf16=args.use_bf16,
         use_cpu=not _cuda_available(),  # transformers refuses bf16 on CPU unless told it is a CPU run
         # A step's micro-batch is 8 expert solutions plus up to 24 rollouts, ~5,600 positions: their activations
@@ -200,16 +202,47 @@ def make_config(method: str, args: DemoArgs, output_dir: str):
         gradient_checkpointing=True,
         logging_steps=1,
         report_to="none",
-        max_new_tokens=args.rollout_max_new_tokens,
+        warmup_steps=0,
+        save_strategy="no",
+        seed=args.seed,
+        temperature=RASFT_SAMPLING["temperature"],
+        top_p=RASFT_SAMPLING["top_p"],
         repetition_penalty=args.repetition_penalty,
-        max_length=MAX_LENGTH,
+    )
+
+
+#: rollout sampling of every method: RASFTConfig's defaults (the paper's)
+RASFT_SAMPLING = {"temperature": 0.9, "top_p": 0.95}
+
+
+def make_config(method: str, args: DemoArgs, output_dir: str):
+    """The config of one method: shared budget and sampling, the method's switches on top ([`RASFTConfig`];
+    [`SRFTConfig`] for `srft`, TRL's `GRPOConfig` for `grpo`)."""
+    shared = shared_settings(args, output_dir)
+    if method == "grpo":
+        from trl import GRPOConfig
+
+        return GRPOConfig(
+            **shared,
+            per_device_train_batch_size=args.batch_size * args.num_rollouts,  # completions: 8 problems x K
+            num_generations=args.num_rollouts,
+            max_completion_length=args.rollout_max_new_tokens,
+        )
+    rollouts = dict(num_rollouts=args.num_rollouts, per_device_train_batch_size=args.batch_size,
+                    max_new_tokens=args.rollout_max_new_tokens, max_length=MAX_LENGTH)
+    if method == "srft":
+        from rasft_trl import SRFTConfig
+
+        return SRFTConfig(**shared, **rollouts)
+    from rasft_trl import RASFTConfig
+
+    return RASFTConfig(
+        **shared,
+        **rollouts,
         calibration_sample_size=args.calibration_sample_size,
         window_start_quantiles=list(args.window_start),
         window_end_quantiles=list(args.window_end),
         window_recalibration_steps=args.window_recalibration_steps,
-        warmup_steps=0,
-        save_strategy="no",
-        seed=args.seed,
         **METHODS[method],
     )
 
@@ -234,19 +267,21 @@ def train_method(method: str, args: DemoArgs, model_path: str, train_rows: list[
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rasft_trl import RASFTTrainer
+    from rasft_trl import RASFTTrainer, SRFTTrainer
     from rasft_trl.demo.generation import CopyGeneration
     from rasft_trl.generation import SamplingSettings
 
     model = AutoModelForCausalLM.from_pretrained(model_path, local_files_only=True, dtype="float32")
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     config = make_config(method, args, os.path.join(work_dir, method))
+    if method == "grpo":
+        return train_grpo(model, tokenizer, config, args, train_rows)
     backend = None
     if config.use_rollouts:
         backend = CopyGeneration(
             model_path, args.generation_dtype, SamplingSettings.from_config(config), tokenizer.eos_token_id
         )
-    trainer = RASFTTrainer(
+    trainer = (SRFTTrainer if method == "srft" else RASFTTrainer)(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(train_rows),
@@ -267,6 +302,32 @@ def train_method(method: str, args: DemoArgs, model_path: str, train_rows: list[
     del trainer, backend
     gc.collect()
     return trained, tokenizer, history, generation_copy
+
+
+def train_grpo(model, tokenizer, config, args: DemoArgs, train_rows: list[dict]):
+    """TRL's GRPOTrainer on the demo's problems (prompts and gold answers; the expert solutions are not used), the
+    math verifier as reward; returns what [`train_method`] returns (no generation copy: GRPO samples with the
+    policy itself)."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from rasft_trl.rewards import resolve_reward_funcs
+
+    rows = [{"prompt": r["prompt"], "answer": r["answer"]} for r in train_rows]
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=resolve_reward_funcs(["math"], None)[0],
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config() if args.lora else None,
+    )
+    trainer.train()
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    history = list(trainer.state.log_history)
+    del trainer
+    gc.collect()
+    return trained, tokenizer, history, None
 
 
 def save_trained(trained, tokenizer, path: str) -> str | None:

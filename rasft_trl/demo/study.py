@@ -36,13 +36,13 @@ from ..scripts.flags import either_spelling
 from ..study.engine import Cell, run_study
 from ..study.spec import MethodSpec, StudySpec
 from ..study.stats import mean_interval  # noqa: F401 (re-exported)
-from .run import METHODS, DemoArgs
+from .run import METHODS, OTHER_TRAINERS, DemoArgs
 
-#: method -> token-factor family (the unit of learning-rate selection)
+#: method -> its learning-rate family (the token factor for RASFTTrainer's methods; SRFT and GRPO are their own)
 FAMILIES = {"sft": "sft", "rasft_sft": "sft", "dft": "dft", "rasft": "dft", "no_rollouts": "dft",
-            "no_adaptivity": "dft", "no_ratio": "dft"}
-#: the family's expert-only member, which chooses the family's learning rate
-SELECTORS = {"sft": "sft", "dft": "dft"}
+            "no_adaptivity": "dft", "no_ratio": "dft", "srft": "srft", "grpo": "grpo"}
+#: the family's member that chooses the family's learning rate (the expert-only one where there is one)
+SELECTORS = {"sft": "sft", "dft": "dft", "srft": "srft", "grpo": "grpo"}
 STUDY_METHODS = ("sft", "dft", "rasft", "rasft_sft", "no_rollouts", "no_adaptivity", "no_ratio")
 def study_demo_defaults() -> DemoArgs:
     """The training and evaluation settings of every study run, pinned here so that a later change of the demo's
@@ -137,7 +137,10 @@ def run_cell(cell: Cell, study: StudyArgs, threads: int, overrides: dict[str, An
     release_freed_memory()  # as in the demo: freed tensors go back to the system
     torch.set_num_threads(threads)
     overrides = dict(overrides or {})
-    args = replace(study.demo_args(cell.seed, overrides.pop("learning_rate", cell.value)), **overrides)
+    learning_rate = overrides.pop("learning_rate", cell.value if cell.parameter == "learning_rate" else None)
+    if learning_rate is None and cell.method != "base":
+        raise ValueError(f"{cell.name}: no learning rate (choose it, or set it in the arm's overrides)")
+    args = replace(study.demo_args(cell.seed, learning_rate or 0.0), **overrides)
     method = method or cell.method
     start_path = warm_start_path(demo_model_path(study.cache_dir), args.warm_start, bf16=args.use_bf16)
     splits = build_splits(
@@ -240,8 +243,9 @@ def _cell_in_fresh_process(cell: Cell, study: StudyArgs, threads: int, overrides
 def run_spec_cell(cell: Cell, spec: StudySpec, work: Path, slot: int, jobs: int = 1) -> dict[str, Any]:
     """The demo runner of the study engine: one cell trained and evaluated in a fresh process (memory does not
     pile up across runs; a reused worker was once killed for memory), with cores / jobs torch threads. An arm's
-    `script` names the demo method it trains (`METHODS`), its `overrides` are [`DemoArgs`] fields; a selection of
-    another parameter than the learning rate sets that field."""
+    `script` names the demo method it trains (`METHODS`, `OTHER_TRAINERS`), its `overrides` are [`DemoArgs`]
+    fields; a choice of another parameter than the learning rate sets that field (the learning rate then comes
+    from the arm's overrides)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -251,11 +255,12 @@ def run_spec_cell(cell: Cell, spec: StudySpec, work: Path, slot: int, jobs: int 
     arm = spec.methods.get(cell.method)
     if arm is not None:  # else `base`, or a selector that is not an arm of this study (dft choosing for rasft)
         method = arm.script or cell.method
-        if method not in METHODS:
-            raise ValueError(f"arm {cell.method!r}: {method!r} is not a demo method ({sorted(METHODS)})")
+        if method not in METHODS and method not in OTHER_TRAINERS:
+            raise ValueError(f"arm {cell.method!r}: {method!r} is not a demo method "
+                             f"({sorted(METHODS) + sorted(OTHER_TRAINERS)})")
         overrides.update(arm.overrides)
-    if cell.value is not None and spec.selection_parameter != "learning_rate":
-        overrides[spec.selection_parameter] = cell.value
+    if cell.value is not None and cell.parameter != "learning_rate":
+        overrides[cell.parameter] = cell.value  # the learning rate then comes from the arm's overrides
     unknown = [k for k in overrides if k not in {f.name for f in fields(DemoArgs)}]
     if unknown:
         raise ValueError(f"arm {cell.method!r}: unknown DemoArgs field(s) {unknown}")

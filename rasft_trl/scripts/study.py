@@ -25,9 +25,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (default: %(default)s; on one GPU "
                         "node keep 1 and let each run use every GPU)")
     parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs")
-    parser.add_argument("--ties", choices=("smaller", "larger"), default="smaller",
-                        help="which grid value wins a tie on the selection set (default: %(default)s)")
+    parser.add_argument("--ties", choices=("smaller", "larger"), default=None,
+                        help="which grid value wins a tie on the selection set (default: the spec's, else smaller)")
     parser.add_argument("--dry-run", action="store_true", help="print the planned runs and their commands only")
+    parser.add_argument("--selection-only", action="store_true",
+                        help="run the selection runs and print the choices, then stop (no test run, no report)")
     return parser
 
 
@@ -45,18 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         raise SystemExit(f"rasft-trl study: {exc}") from None
     if args.dry_run:
-        planned = selection_cells(spec) + report_cells(spec, {f: {"chosen": "<chosen>"} for f in spec.families}
-                                                     if spec.selection_grid else {})
+        planned = selection_cells(spec) + report_cells(spec, {f: {"chosen": "<chosen>"} for f in spec.families
+                                                               if spec.selection_of(f)[1]})
         for cell in planned:
             print(cell.name if spec.runner != "recipe" or cell.method == "base" else _dry_command(cell, spec))
         return 0
     try:
-        result = run_study(spec, jobs=args.jobs, report_only=args.report_only, ties=args.ties)
+        result = run_study(spec, jobs=args.jobs, report_only=args.report_only, ties=args.ties,
+                           selection_only=args.selection_only)
     except (StudyError, SpecError) as exc:
         raise SystemExit(f"rasft-trl study: {exc}") from None
     if result["failures"]:
-        print(f"rasft-trl study: {len(result['failures'])} run(s) failed (listed in {result['report']}).",
-              file=sys.stderr)
+        where = f" (listed in {result['report']})" if result["report"] else ""
+        print(f"rasft-trl study: {len(result['failures'])} run(s) failed{where}.", file=sys.stderr)
         return 1
     return 0
 

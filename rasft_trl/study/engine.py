@@ -59,44 +59,54 @@ class Cell:
 
 
 def selection_cells(spec: StudySpec) -> list[Cell]:
-    """One cell per family and grid value (the family's selector trains), evaluated on the selection set."""
-    return [Cell(spec.selector(family), spec.selection_seed, value, (spec.selection_set,), "select",
-                 spec.selection_parameter)
-            for family in spec.families for value in spec.selection_grid]
-
-
-def choose(spec: StudySpec, records: dict[str, dict], ties: str = "smaller") -> dict[str, dict]:
-    """Per family: the selection set's accuracy of each grid value and the chosen one (ties: the smaller value,
-    or the larger with `ties="larger"`). Empty when the spec selects nothing."""
-    out = {}
-    if not spec.selection_grid:
-        return out
+    """One cell per family and grid value of its parameter (the family's selector trains), evaluated on the
+    selection set only."""
+    cells = []
     for family in spec.families:
+        parameter, grid, _ = spec.selection_of(family)
+        cells += [Cell(spec.selector(family), spec.selection_seed, value, (spec.selection_set,), "select", parameter)
+                  for value in grid]
+    return cells
+
+
+def choose(spec: StudySpec, records: dict[str, dict], ties: str | None = None) -> dict[str, dict]:
+    """Per family with a grid: the selection set's accuracy of each value and the chosen one (ties: the family's
+    `ties`, else `ties`, else the spec's: the smaller value by default). Families without a grid are left out."""
+    out = {}
+    for family in spec.families:
+        parameter, grid, family_ties = spec.selection_of(family)
+        if not grid:
+            continue
+        if family not in spec.family_selection or "ties" not in spec.family_selection[family]:
+            family_ties = ties or family_ties
         scores = {}
-        for value in spec.selection_grid:
-            cell = Cell(spec.selector(family), spec.selection_seed, value, (spec.selection_set,), "select",
-                        spec.selection_parameter)
+        for value in grid:
+            cell = Cell(spec.selector(family), spec.selection_seed, value, (spec.selection_set,), "select", parameter)
             if cell.name not in records:
                 raise StudyError(f"selection run {cell.name} has not finished; run the study (without --report-only)")
             scores[value] = records[cell.name]["eval"][spec.selection_set]["accuracy"]
-        order = sorted(scores, reverse=(ties == "larger"))
+        order = sorted(scores, reverse=(family_ties == "larger"))
         best = max(order, key=lambda v: scores[v])  # max keeps the first of equal scores
-        out[family] = {"selector": spec.selector(family), "parameter": spec.selection_parameter,
-                       "validation_accuracy": scores, "chosen": best}
+        out[family] = {"selector": spec.selector(family), "parameter": parameter, "validation_accuracy": scores,
+                       "chosen": best}
     return out
 
 
 def report_cells(spec: StudySpec, chosen: dict[str, dict]) -> list[Cell]:
-    """The `base` cell (when the spec has a baseline) and every method x seed, seed-major."""
-    def value(method: str):
-        return chosen[spec.methods[method].family]["chosen"] if chosen else None
+    """The `base` cell (when the spec has a baseline) and every method x seed, seed-major, each with its family's
+    chosen value (none for a family without a grid)."""
+    def cell(method: str, seed: int) -> Cell:
+        family = spec.methods[method].family
+        parameter = spec.selection_of(family)[0]
+        value = chosen[family]["chosen"] if family in chosen else None
+        return Cell(method, seed, value, spec.report_sets, "test", parameter)
 
     cells = []
     if spec.baseline_model or spec.runner != "recipe":
         cells.append(Cell("base", spec.seeds[0], 0.0 if spec.selection_grid else None, spec.report_sets, "test",
                           spec.selection_parameter))
     for seed in spec.seeds:
-        cells += [Cell(m, seed, value(m), spec.report_sets, "test", spec.selection_parameter) for m in spec.methods]
+        cells += [cell(m, seed) for m in spec.methods]
     return cells
 
 
@@ -209,7 +219,8 @@ def summarize(spec: StudySpec, chosen: dict[str, dict], records: dict[str, dict]
         recs = [(c, records[c.name]) for c in mine if c.name in records]
         if not recs:
             continue
-        row: dict[str, Any] = {"seeds": len(recs), "value": mine[0].value if method != "base" else None}
+        row: dict[str, Any] = {"seeds": len(recs), "value": mine[0].value if method != "base" else None,
+                               "parameter": mine[0].parameter}
         for split in spec.report_sets:
             per_seed = {c.seed: r["eval"][split]["accuracy"] for c, r in recs}
             mean, half = mean_interval(list(per_seed.values()))
@@ -269,6 +280,8 @@ def format_results(spec: StudySpec, rows: dict[str, Any]) -> str:
 
         value = r["value"]
         value = "–" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+        if r["value"] is not None and r.get("parameter", spec.selection_parameter) != spec.selection_parameter:
+            value = f"{r['parameter']}={value}"
         cells = [method, str(r["seeds"]), value] + [_pct(r[s]["mean"], r[s]["ci95"], r["seeds"]) for s in sets]
         cells += [num("train_wall_seconds"), num("rollout_tokens"), pair("rollout_accuracy_first_last", ".2f"),
                   pair("expert_coef_first_last", ".3f")]
@@ -334,7 +347,8 @@ def write_report(spec: StudySpec, chosen: dict, rows: dict, diffs: list, failure
         for family, c in chosen.items():
             scores = ", ".join(f"{v:g} → {100 * a:.1f}%" if isinstance(v, float) else f"{v} → {100 * a:.1f}%"
                                for v, a in c["validation_accuracy"].items())
-            parts.append(f"- `{family}` (chosen by {c['selector']}): {scores}; chosen **{c['chosen']}**")
+            what = "" if c["parameter"] == spec.selection_parameter else f" `{c['parameter']}`"
+            parts.append(f"- `{family}`{what} (chosen by {c['selector']}): {scores}; chosen **{c['chosen']}**")
         parts.append("")
     parts += ["Per seed (accuracy %, correct answers in brackets where known; sets in the order " + sets + "):", "",
               format_per_seed(spec, rows), ""]
@@ -347,23 +361,25 @@ def write_report(spec: StudySpec, chosen: dict, rows: dict, diffs: list, failure
     return out / "study.md"
 
 
-def run_study(spec: StudySpec, jobs: int = 1, report_only: bool = False, ties: str = "smaller",
-              runner: Runner | None = None) -> dict[str, Any]:
+def run_study(spec: StudySpec, jobs: int = 1, report_only: bool = False, ties: str | None = None,
+              runner: Runner | None = None, selection_only: bool = False) -> dict[str, Any]:
     """Plan, run what is missing, and report. Returns `{"chosen", "rows", "differences", "failures", "report"}`;
-    failed cells are listed (and raise at the end) after the report of everything else is written."""
+    failed cells are listed (and raise at the end) after the report of everything else is written. With
+    `selection_only`, stop after the choices (no test run, no report: `rows` is empty)."""
     start = time.perf_counter()
     runner = runner or resolve_runner(spec)
     failures: list[str] = []
-    if spec.selection_grid and not report_only:
+    if spec.selects and not report_only:
         cells = selection_cells(spec)
-        print(f"[study] phase 1: choose {spec.selection_parameter} on {spec.selection_set} ({len(cells)} runs)",
-              flush=True)
+        print(f"[study] phase 1: choose on {spec.selection_set} ({len(cells)} runs)", flush=True)
         failures += run_cells(cells, spec, runner, jobs)
         if failures:
             raise StudyError("selection runs failed, nothing to choose from:\n" + "\n".join(failures))
-    chosen = choose(spec, load_records(spec), ties) if spec.selection_grid else {}
+    chosen = choose(spec, load_records(spec), ties) if spec.selects else {}
     for family, c in chosen.items():
-        print(f"[study] {family}: {spec.selection_parameter} {c['chosen']} ({c['validation_accuracy']})", flush=True)
+        print(f"[study] {family}: {c['parameter']} {c['chosen']} ({c['validation_accuracy']})", flush=True)
+    if selection_only:
+        return {"chosen": chosen, "rows": {}, "differences": [], "failures": failures, "report": None}
     if not report_only:
         cells = report_cells(spec, chosen)
         print(f"[study] phase 2: {len(cells)} runs evaluated on {', '.join(spec.report_sets)}", flush=True)

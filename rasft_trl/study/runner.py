@@ -76,7 +76,7 @@ def train_command(cell, spec: StudySpec, model_dir: Path, slot: int) -> list[str
     command += ["--main_process_port", str(int(spec.train.get("main_process_port", BASE_PORT)) + slot)]
     overrides = {**spec.overrides, **method.overrides, "output_dir": str(model_dir), "seed": cell.seed}
     if cell.value is not None:
-        overrides[spec.selection_parameter] = cell.value
+        overrides[cell.parameter] = cell.value
     if any(model_dir.glob("checkpoint-*")):
         overrides["resume_from_checkpoint"] = "true"
     return command + flags(overrides, spec)

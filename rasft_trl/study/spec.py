@@ -22,6 +22,9 @@ selection:                              # optional: choose one recipe field per 
   grid: [1.0e-6, 2.0e-6, 5.0e-6]
   eval_set: validation
   seed: 0                               # the selection runs' seed
+  ties: smaller                         # or larger: which grid value wins a tie
+  families:                             # optional: a family's own parameter / grid / ties ([] = no choice)
+    rasft: {parameter: window_recalibration_steps, grid: [16, 32], ties: larger}
 evaluation:
   args: {temperature: 0, max_new_tokens: 4096}   # `rasft-trl eval` flags for every set
   sets:                                           # name -> its own `rasft-trl eval` flags
@@ -90,6 +93,8 @@ class StudySpec:
     selection_set: str = ""
     selection_seed: int = 0
     selectors: dict[str, str] = field(default_factory=dict)
+    selection_ties: str = "smaller"
+    family_selection: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval_args: dict[str, Any] = field(default_factory=dict)
     eval_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     report_sets: tuple[str, ...] = ()
@@ -110,6 +115,17 @@ class StudySpec:
     def selector(self, family: str) -> str:
         """The arm that chooses the family's value (`selectors`, else the family's first arm)."""
         return self.selectors.get(family, self.families[family][0])
+
+    def selection_of(self, family: str) -> tuple[str, tuple[Any, ...], str]:
+        """`(parameter, grid, ties)` chosen for `family`: its own `selection.families` entry, else the spec's."""
+        own = self.family_selection.get(family, {})
+        return (str(own.get("parameter", self.selection_parameter)), tuple(own.get("grid", self.selection_grid)),
+                str(own.get("ties", self.selection_ties)))
+
+    @property
+    def selects(self) -> bool:
+        """Whether any family has a grid to choose from."""
+        return any(self.selection_of(family)[1] for family in self.families)
 
     def path(self, value: str) -> str:
         """`value` read from the spec's folder when it is a relative path that exists there."""
@@ -179,10 +195,20 @@ def parse_spec(raw: dict[str, Any], base_dir: str = ".", default_name: str = "st
     if not sets:
         raise SpecError("evaluation.sets: name at least one evaluation set (name -> rasft-trl eval flags).")
     selection = _mapping(raw.get("selection"), "selection")
-    _unknown(selection, {"parameter", "grid", "eval_set", "seed", "selectors"}, "selection")
+    _unknown(selection, {"parameter", "grid", "eval_set", "seed", "selectors", "ties", "families"}, "selection")
     grid = tuple(selection.get("grid") or ())
-    selection_set = str(selection.get("eval_set", "validation" if grid else ""))
-    if grid and selection_set not in sets:
+    family_selection = {}
+    for family, body in _mapping(selection.get("families"), "selection.families").items():
+        body = _mapping(body, f"selection.families.{family}")
+        _unknown(body, {"parameter", "grid", "ties"}, f"selection.families.{family}")
+        if body.get("ties", "smaller") not in ("smaller", "larger"):
+            raise SpecError(f"selection.families.{family}.ties must be 'smaller' or 'larger'.")
+        family_selection[str(family)] = body
+    if selection.get("ties", "smaller") not in ("smaller", "larger"):
+        raise SpecError("selection.ties must be 'smaller' or 'larger'.")
+    any_grid = bool(grid) or any(b.get("grid") for b in family_selection.values())
+    selection_set = str(selection.get("eval_set", "validation" if any_grid else ""))
+    if any_grid and selection_set not in sets:
         raise SpecError(f"selection.eval_set: {selection_set!r} is not an evaluation set ({sorted(sets)}).")
     if len(set(map(repr, grid))) != len(grid):
         raise SpecError(f"selection.grid {list(grid)} repeats a value.")
@@ -208,12 +234,16 @@ def parse_spec(raw: dict[str, Any], base_dir: str = ".", default_name: str = "st
         methods=methods, seeds=seeds, train=_mapping(raw.get("train"), "train"),
         overrides=_mapping(raw.get("overrides"), "overrides"),
         selection_parameter=str(selection.get("parameter", "learning_rate")), selection_grid=grid,
-        selection_set=selection_set if grid else "", selection_seed=int(selection.get("seed", seeds[0])),
+        selection_set=selection_set if any_grid else "", selection_seed=int(selection.get("seed", seeds[0])),
         selectors={str(k): str(v) for k, v in _mapping(selection.get("selectors"), "selection.selectors").items()},
+        selection_ties=str(selection.get("ties", "smaller")), family_selection=family_selection,
         eval_args=_mapping(evaluation.get("args"), "evaluation.args"), eval_sets=sets, report_sets=report_sets,
         baseline_model=baseline.get("model"), comparisons=tuple(comparisons), runner=runner,
         runner_options=_mapping(raw.get("runner_options"), "runner_options"), base_dir=base_dir,
     )
+    for family in family_selection:
+        if family not in spec.families:
+            raise SpecError(f"selection.families: {family!r} is not a family ({sorted(spec.families)}).")
     for family, selector in spec.selectors.items():
         if family not in spec.families or selector not in spec.families[family]:
             raise SpecError(f"selection.selectors: {selector!r} does not belong to the family {family!r}.")
