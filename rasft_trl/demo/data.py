@@ -100,7 +100,7 @@ def _word_add(rng: random.Random) -> Problem:
 
 
 def _word_sub(rng: random.Random) -> Problem:
-    (name, pron), item = rng.choice(_NAMES), rng.choice(_ITEMS)
+    (name, _), item = rng.choice(_NAMES), rng.choice(_ITEMS)
     a = rng.randint(10, 60)
     b = rng.randint(2, a - 2)
     c = a - b

@@ -129,10 +129,10 @@ def run_cell(cell: Cell, study: StudyArgs, threads: int, overrides: dict[str, An
     from rasft_trl.demo.data import build_splits
     from rasft_trl.demo.evaluate import EvalSettings, evaluate
     from rasft_trl.demo.model import demo_model_path
-    from rasft_trl.demo.report import mechanism_summary
     from rasft_trl.demo.run import evaluation_copy, train_method
     from rasft_trl.demo.warmstart import warm_start_path
     from rasft_trl.host_memory import release_freed_memory
+    from rasft_trl.study.mechanism import mechanism_summary, rollout_tokens
 
     release_freed_memory()  # as in the demo: freed tensors go back to the system
     torch.set_num_threads(threads)
@@ -161,7 +161,7 @@ def run_cell(cell: Cell, study: StudyArgs, threads: int, overrides: dict[str, An
     record["train_cpu_seconds"] = round(time.process_time() - cpu, 1)
     record["log_history"] = history
     record["mechanism"] = mechanism_summary(history) if history else None
-    record["rollout_tokens"] = sum(h.get("tokens/rollout", 0) for h in history if "loss" in h)
+    record["rollout_tokens"] = rollout_tokens(history)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(start_path, local_files_only=True)

@@ -148,8 +148,7 @@ def run_cells(cells: list[Cell], spec: StudySpec, runner: Runner, jobs: int = 1)
     failures: list[str] = []
 
     def one(cell: Cell, slot: int) -> None:
-        work = Path(spec.output_dir) / "runs" / cell.name
-        work.mkdir(parents=True, exist_ok=True)
+        work = Path(spec.output_dir) / "runs" / cell.name  # made by the runners that keep files there
         start = time.perf_counter()
         record = runner(cell, spec, work, slot, jobs)
         record.setdefault("cell", asdict(cell))

@@ -117,6 +117,7 @@ def _run(command: list[str], log: Path, env: dict[str, str] | None = None) -> fl
 def run_recipe_cell(cell, spec: StudySpec, work: Path, slot: int, jobs: int = 1) -> dict[str, Any]:
     """Train (unless `base`) and evaluate one cell; returns its record (accuracy per set, compute, mechanism)."""
     env = dict(os.environ, **{str(k): str(v) for k, v in (spec.train.get("env") or {}).items()})
+    work.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {}
     model = spec.baseline_model
     if cell.method != "base":

@@ -8,6 +8,7 @@ seeds: 3                                # or a list: [0, 1, 2]
 train:                                  # how each run is launched: `rasft-trl train` flags
   accelerate_config: zero2              # a file or a shipped config (cpu, ddp, zero2, zero3, fsdp)
   num_processes: 8
+  env: {NCCL_DEBUG: WARN}               # optional: environment variables for every train and eval process
 methods:                                # name -> recipe (+ script, overrides, selection family)
   dft:
     recipe: Qwen2.5-Math-1.5B/dft/config.yaml
@@ -50,8 +51,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCRIPTS = ("rasft", "sft", "srft", "grpo")
-#: the value of a recipe field a selection does not touch
-RECIPE_VALUE = None
 
 
 class SpecError(ValueError):
