@@ -7,7 +7,9 @@ import torch
 
 from rasft_trl.demo.report import format_mechanism_table, mechanism_summary, window_means
 from rasft_trl.demo.study import FAMILIES, Cell, StudyArgs, mean_interval, parse_args, to_spec
-from rasft_trl.study.engine import choose, differences, format_results, report_cells, selection_cells, summarize
+from rasft_trl.study.engine import (
+    choose, differences, format_differences, format_results, report_cells, selection_cells, summarize,
+)
 
 
 def test_generation_copy_follows_a_lora_policy_without_touching_it(tiny_model_dir):
@@ -106,7 +108,14 @@ def test_learning_rates_are_chosen_per_family_on_validation_only():
     test_acc = {"base": [0.2], "sft": [0.5, 0.7], "rasft": [0.6, 0.6], "rasft_sft": [0.4, 0.5]}
     records = {c.name: record(test=test_acc[c.method][c.seed], ood=0.1, mechanism=mech if "rasft" in c.method else None)
                for c in cells}
+    for c in cells:
+        if "rasft" in c.method:  # the rollout tokens generated are read from the log: 2 steps x 6 x mean length
+            records[c.name]["log_history"] = [  # the mechanism is read again from it: `mech` above, 2 steps
+                {"loss": 1.0, "step": s, "completions/mean_length": 10.0 + c.seed, "rollouts/drawn": 6,
+                 "rollouts/problems": 2, "rollouts/targets": 5, "rollouts/accuracy": acc, "pool/expert_coef_mean": coef}
+                for s, acc, coef in ((1, 0.2, 0.9), (2, 0.4, 0.8))] + [{"train_runtime": 1.0}]
     rows = summarize(spec, chosen, records)
+    assert rows["rasft"]["generated_tokens"] == pytest.approx((120 + 132) / 2) and rows["sft"]["generated_tokens"] is None
     assert rows["sft"]["test"]["mean"] == pytest.approx(0.6)
     assert rows["sft"]["test"]["ci95"] == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
     assert rows["rasft"]["test"]["ci95"] == 0.0 and rows["rasft"]["mechanism"]["rollout_targets"] == 10
@@ -117,8 +126,11 @@ def test_learning_rates_are_chosen_per_family_on_validation_only():
     partial = {k: v for k, v in records.items() if k != dropped and "rasft_sft" not in k}
     partial_rows = summarize(spec, chosen, partial)  # an unfinished study reports the seeds it has
     assert "rasft_sft" not in partial_rows and partial_rows["rasft"]["seeds"] == 1
+    one_seed = format_differences(spec, differences(spec, partial_rows))
+    assert "| rasft − sft | +10.0 (1 seed, no interval) |" in one_seed and "± 0.0" not in one_seed
     table = format_results(spec, rows)
     assert "| sft | 2 | 0.001 | 60.0 ± 127.1 |" in table and "0.20 → 0.40" in table
+    assert "| 10 | 126 | 5 | 0.20 → 0.40 |" in table and "| 10 | – | 5 | – |" in table  # generated, targets
 
 
 def test_shipped_demo_spec_is_the_demo_study():
@@ -197,8 +209,12 @@ def test_round_two_trainers_train_on_the_demo_path(tmp_path, tiny_model_dir, met
     assert hasattr(trained, "peft_config")  # LoRA, as every demo method
     if method == "grpo":
         assert steps[0]["num_tokens"] > 0 and "reward" in steps[0]
-    else:
-        assert steps[0]["rollouts/drawn"] == 2 * 2  # every problem gets K rollouts
+        assert steps[0]["rollouts/accuracy"] == steps[0]["reward"]  # the math verifier is the only reward
+    assert steps[0]["rollouts/drawn"] == 2 * 2  # every problem gets K rollouts (GRPO: annotated from its config)
+    from rasft_trl.study.mechanism import generated_tokens
+
+    assert steps[0]["completions/mean_length"] > 0
+    assert generated_tokens(history) == pytest.approx(4 * steps[0]["completions/mean_length"])
 
 
 def test_round_two_spec_is_its_written_protocol():

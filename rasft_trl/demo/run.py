@@ -324,10 +324,26 @@ def train_grpo(model, tokenizer, config, args: DemoArgs, train_rows: list[dict])
     )
     trainer.train()
     trained = trainer.accelerator.unwrap_model(trainer.model)
-    history = list(trainer.state.log_history)
+    history = annotate_grpo_history(trainer.state.log_history, completions_per_step=(
+        config.per_device_train_batch_size * config.gradient_accumulation_steps * trainer.accelerator.num_processes))
     del trainer
     gc.collect()
     return trained, tokenizer, history, None
+
+
+def annotate_grpo_history(log_history: list[dict], completions_per_step: int) -> list[dict]:
+    """GRPO's log with the rollout numbers the RASFT-family trainers log, so studies compare them: `rollouts/drawn`
+    (the completions of an optimizer step) and `rollouts/accuracy` (the mean math reward, the fraction of verified
+    correct completions since the verifier is the only reward). Entries are copied, not changed."""
+    out = []
+    for entry in log_history:
+        entry = dict(entry)
+        if "loss" in entry:
+            entry.setdefault("rollouts/drawn", completions_per_step)
+            if "reward" in entry:
+                entry.setdefault("rollouts/accuracy", entry["reward"])
+        out.append(entry)
+    return out
 
 
 def save_trained(trained, tokenizer, path: str) -> str | None:

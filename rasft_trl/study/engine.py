@@ -20,6 +20,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable
 
+from .mechanism import generated_tokens, mechanism_summary
 from .spec import StudySpec
 from .stats import mean_interval, paired_difference
 
@@ -218,7 +219,10 @@ def summarize(spec: StudySpec, chosen: dict[str, dict], records: dict[str, dict]
         recs = [(c, records[c.name]) for c in mine if c.name in records]
         if not recs:
             continue
-        row: dict[str, Any] = {"seeds": len(recs), "value": mine[0].value if method != "base" else None,
+        value = mine[0].value
+        if value is None and method != "base":  # no choice for this arm: the value its overrides pin, if any
+            value = spec.methods[method].overrides.get(mine[0].parameter or spec.selection_parameter)
+        row: dict[str, Any] = {"seeds": len(recs), "value": value if method != "base" else None,
                                "parameter": mine[0].parameter}
         for split in spec.report_sets:
             per_seed = {c.seed: r["eval"][split]["accuracy"] for c, r in recs}
@@ -227,7 +231,11 @@ def summarize(spec: StudySpec, chosen: dict[str, dict], records: dict[str, dict]
                           "correct_per_seed": {c.seed: r["eval"][split].get("num_correct") for c, r in recs}}
         for key in ("train_wall_seconds", "train_cpu_seconds", "rollout_tokens"):
             row[key] = _mean_of([r.get(key) for _, r in recs])
-        mechanisms = [r["mechanism"] for _, r in recs if r.get("mechanism")]
+        row["generated_tokens"] = _mean_of([generated_tokens(r.get("log_history") or []) for _, r in recs])
+        # read again from the log where the record keeps it (the summary's definition may be newer than the run)
+        mechanisms = [mechanism_summary(r["log_history"]) if r.get("log_history") else r.get("mechanism")
+                      for _, r in recs]
+        mechanisms = [m for m in mechanisms if m]
         if mechanisms:
             row["mechanism"] = {key: _mean_of([m.get(key) for m in mechanisms]) for key in MECHANISM_KEYS}
         rows[method] = row
@@ -265,7 +273,8 @@ def format_results(spec: StudySpec, rows: dict[str, Any]) -> str:
     """Markdown table: accuracy mean ± 95% interval per report set, compute, mechanism."""
     sets = list(spec.report_sets)
     head = (["method", "seeds", spec.selection_parameter] + sets
-            + ["train wall s", "rollout target tokens", "rollout acc first→last", "expert coef first→last"])
+            + ["train wall s", "rollout tokens generated", "RASFT target tokens", "rollout acc first→last",
+               "expert coef first→last"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, r in rows.items():
         mech = r.get("mechanism") or {}
@@ -282,8 +291,8 @@ def format_results(spec: StudySpec, rows: dict[str, Any]) -> str:
         if r["value"] is not None and r.get("parameter", spec.selection_parameter) != spec.selection_parameter:
             value = f"{r['parameter']}={value}"
         cells = [method, str(r["seeds"]), value] + [_pct(r[s]["mean"], r[s]["ci95"], r["seeds"]) for s in sets]
-        cells += [num("train_wall_seconds"), num("rollout_tokens"), pair("rollout_accuracy_first_last", ".2f"),
-                  pair("expert_coef_first_last", ".3f")]
+        cells += [num("train_wall_seconds"), num("generated_tokens"), num("rollout_tokens"),
+                  pair("rollout_accuracy_first_last", ".2f"), pair("expert_coef_first_last", ".3f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -302,7 +311,8 @@ def format_differences(spec: StudySpec, diffs: list[dict[str, Any]]) -> str:
                 continue
             seeds = str(len(p["seeds"]))
             mark = " *" if p["excludes_zero"] else ""
-            cells.append(f"{100 * p['mean']:+.1f} ± {100 * p['ci95']:.1f}{mark}")
+            spread = f" ± {100 * p['ci95']:.1f}" if len(p["seeds"]) > 1 else " (1 seed, no interval)"
+            cells.append(f"{100 * p['mean']:+.1f}{spread}{mark}")
         lines.append("| " + " | ".join(cells + [seeds]) + " |")
     return "\n".join(lines)
 
@@ -336,9 +346,11 @@ def write_report(spec: StudySpec, chosen: dict, rows: dict, diffs: list, failure
     (out / "study.json").write_text(json.dumps(summary, indent=2, default=str))
     sets = ", ".join(spec.report_sets)
     parts = [f"# Study: {spec.name}", "",
-             f"Accuracy in %, mean over seeds ± 95% Student-t interval ({sets}); training wall seconds and rollout "
-             "tokens trained on (`tokens/rollout`) per run (mean); mechanism numbers averaged over seeds (first → "
-             "last fifth of the steps).", "",
+             f"Accuracy in %, mean over seeds ± 95% Student-t interval ({sets}); per run (mean over seeds): training "
+             "wall seconds, rollout tokens generated (`completions/mean_length` x `rollouts/drawn` over the steps; "
+             "– where no rollout was drawn or logged) and RASFT target tokens (rollout tokens trained on as pool "
+             "members, `tokens/rollout`); mechanism numbers averaged over seeds (first → last fifth of the steps).",
+             "",
              format_results(spec, rows), ""]
     if chosen:
         parts.append(f"Selection of `{spec.selection_parameter}` on `{spec.selection_set}` (seed "

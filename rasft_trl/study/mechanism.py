@@ -34,13 +34,14 @@ def window_means(log_history: list[dict[str, Any]], key: str, fraction: float = 
 
 
 def mechanism_summary(log_history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """What RASFT's mechanism did in one run, from its log history; `None` for a run that drew no rollouts.
+    """What RASFT's mechanism did in one run, from its log history; `None` for a run that drew no rollouts (SRFT's
+    and GRPO's logs give the rollout numbers; their expert-coefficient entries are `None`).
 
     Keys: rollout accuracy and mean expert coefficient over the first / last fifth of the steps and over all steps,
     the fewest problems routed to rollouts in any step, and the correct rollouts used as training targets.
     """
     steps = training_logs(log_history)
-    if not any("rollouts/problems" in entry for entry in steps):
+    if not any("rollouts/problems" in entry or "rollouts/drawn" in entry for entry in steps):
         return None
     _, accuracy = series(log_history, "rollouts/accuracy")
     _, routed = series(log_history, "rollouts/problems")
@@ -61,5 +62,16 @@ def mechanism_summary(log_history: list[dict[str, Any]]) -> dict[str, Any] | Non
 
 
 def rollout_tokens(log_history: list[dict[str, Any]]) -> float:
-    """Rollout tokens generated over the run (`tokens/rollout` summed over the logged steps)."""
+    """Rollout tokens trained on as targets over the run (`tokens/rollout` summed over the logged steps: RASFT's
+    correct pool members; 0 for trainers that do not log it)."""
     return sum(entry.get("tokens/rollout", 0) for entry in training_logs(log_history))
+
+
+def generated_tokens(log_history: list[dict[str, Any]]) -> float | None:
+    """Rollout tokens generated over the run: `completions/mean_length` x `rollouts/drawn` summed over the logged
+    steps (the compute every rollout method pays, whether or not it trains on the rollout); None when no step logs
+    both (expert-only methods, or a log written before `rollouts/drawn` existed)."""
+    steps = [e for e in training_logs(log_history) if "completions/mean_length" in e and "rollouts/drawn" in e]
+    if not steps:
+        return None
+    return sum(float(e["completions/mean_length"]) * float(e["rollouts/drawn"]) for e in steps)
