@@ -37,6 +37,15 @@ class TrainerMetricsMixin:
                                     0.0)
         self._num_tokens += step_tokens
 
+    def _count_generated(self, step_tokens: float) -> None:
+        """Add the step's generated rollout tokens (all processes) to the running total `rollouts/generated_tokens`
+        (a resumed run goes on from the checkpoint's log): the study's compute column, exact under any
+        `logging_steps`, where the interval means of `completions/mean_length` and `rollouts/drawn` are not."""
+        key = "rollouts/generated_tokens"
+        if key not in self._counters:
+            self._counters[key] = next((h[key] for h in reversed(self.state.log_history) if key in h), 0.0)
+        self._counters[key] += step_tokens
+
     def _log_pool_metrics(self, pools: list[list[Trajectory]], coefficients: torch.Tensor, is_expert: torch.Tensor):
         expert_tokens = sum(len(p[0].completion_ids) for p in pools)
         rollout_tokens = sum(len(t.completion_ids) for p in pools for t in p[1:])
@@ -86,6 +95,7 @@ class TrainerMetricsMixin:
                 self._metrics[mean_key].append(mean)
                 self._metrics[std_key].append(std)
         total_len, count, finished_len, finished_count, clipped = sums[3 * len(names) :]
+        self._count_generated(total_len)
         if count:
             self._metrics["completions/mean_length"].append(total_len / count)
             self._metrics["completions/min_length"].append(-extremes[0])

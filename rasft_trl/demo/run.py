@@ -332,16 +332,17 @@ def train_grpo(model, tokenizer, config, args: DemoArgs, train_rows: list[dict])
 
 
 def annotate_grpo_history(log_history: list[dict], completions_per_step: int) -> list[dict]:
-    """GRPO's log with the rollout numbers the RASFT-family trainers log, so studies compare them: `rollouts/drawn`
-    (the completions of an optimizer step) and `rollouts/accuracy` (the mean math reward, the fraction of verified
-    correct completions since the verifier is the only reward). Entries are copied, not changed."""
-    out = []
+    """GRPO's log with the rollout keys the RASFT-family trainers log (`rollouts/drawn`, `rollouts/accuracy`,
+    `rollouts/generated_tokens`; `rasft_trl.study.mechanism.grpo_rollout_fields`), so studies compare them. Entries
+    are copied, not changed."""
+    from ..study.mechanism import grpo_rollout_fields
+
+    out, previous = [], None
     for entry in log_history:
         entry = dict(entry)
         if "loss" in entry:
-            entry.setdefault("rollouts/drawn", completions_per_step)
-            if "reward" in entry:
-                entry.setdefault("rollouts/accuracy", entry["reward"])
+            entry.update(grpo_rollout_fields(entry, completions_per_step, previous))
+            previous = entry
         out.append(entry)
     return out
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from transformers import TrainerCallback
 from trl import GRPOConfig, ModelConfig, TrlParser
 from trl.trainer.utils import get_peft_config
 
@@ -43,6 +44,31 @@ class GRPOScriptArguments(DataScriptArguments):
 
     prompt_column: str = field(default="prompt", metadata={"help": "Dataset column with the prompt (renamed to "
                                                                      "`prompt` for GRPOTrainer)."})
+
+
+class RolloutLogCallback(TrainerCallback):
+    """Adds the rollout keys the RASFT-family trainers log (`rollouts/drawn`, `rollouts/accuracy`, the running total
+    `rollouts/generated_tokens`) to each GRPO training log entry, so `rasft-trl study` shows GRPO's rollout compute
+    beside theirs (`rasft_trl.study.mechanism.grpo_rollout_fields`).
+
+    Args:
+        completions_per_step: completions of one optimizer step (per-device batch x accumulation x processes).
+    """
+
+    def __init__(self, completions_per_step: int):
+        self.completions_per_step = completions_per_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        from ..study.mechanism import grpo_rollout_fields
+
+        entry = state.log_history[-1] if state.log_history else {}
+        if "loss" not in entry:
+            return
+        previous = next((h for h in reversed(state.log_history[:-1]) if "loss" in h), None)
+        fields = grpo_rollout_fields(entry, self.completions_per_step, previous)
+        entry.update(fields)  # the entry saved in trainer_state.json
+        if logs is not None:
+            logs.update(fields)
 
 
 def grpo_trainer_class():
@@ -79,6 +105,9 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         )
     except (ValueError, ImportError) as exc:
         raise RecipeError(str(exc)) from exc
+    trainer.add_callback(RolloutLogCallback(training_args.per_device_train_batch_size
+                                            * training_args.gradient_accumulation_steps
+                                            * trainer.accelerator.num_processes))
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     trainer.save_state()  # trainer_state.json (log history) beside the model, as transformers' example scripts do

@@ -220,9 +220,11 @@ def summarize(spec: StudySpec, chosen: dict[str, dict], records: dict[str, dict]
         if not recs:
             continue
         value = mine[0].value
-        if value is None and method != "base":  # no choice for this arm: the value its overrides pin, if any
+        if method == "base":
+            value = None
+        elif value is None:  # no choice for this arm: the value its overrides pin, if any
             value = spec.methods[method].overrides.get(mine[0].parameter or spec.selection_parameter)
-        row: dict[str, Any] = {"seeds": len(recs), "value": value if method != "base" else None,
+        row: dict[str, Any] = {"seeds": len(recs), "value": value,
                                "parameter": mine[0].parameter}
         for split in spec.report_sets:
             per_seed = {c.seed: r["eval"][split]["accuracy"] for c, r in recs}
@@ -347,8 +349,9 @@ def write_report(spec: StudySpec, chosen: dict, rows: dict, diffs: list, failure
     sets = ", ".join(spec.report_sets)
     parts = [f"# Study: {spec.name}", "",
              f"Accuracy in %, mean over seeds ± 95% Student-t interval ({sets}); per run (mean over seeds): training "
-             "wall seconds, rollout tokens generated (`completions/mean_length` x `rollouts/drawn` over the steps; "
-             "– where no rollout was drawn or logged) and RASFT target tokens (rollout tokens trained on as pool "
+             "wall seconds, rollout tokens generated (the log's running total `rollouts/generated_tokens`, or for older "
+             "logs `completions/mean_length` x `rollouts/drawn` over the steps; – where no rollout was drawn or "
+             "logged) and RASFT target tokens (rollout tokens trained on as pool "
              "members, `tokens/rollout`); mechanism numbers averaged over seeds (first → last fifth of the steps).",
              "",
              format_results(spec, rows), ""]

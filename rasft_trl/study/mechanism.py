@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+GENERATED = "rollouts/generated_tokens"  # running total of rollout tokens generated (all processes)
+
 
 def training_logs(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The per-step training entries of a Trainer's `log_history` (those with a `loss`), summary rows dropped."""
@@ -68,10 +70,39 @@ def rollout_tokens(log_history: list[dict[str, Any]]) -> float:
 
 
 def generated_tokens(log_history: list[dict[str, Any]]) -> float | None:
-    """Rollout tokens generated over the run: `completions/mean_length` x `rollouts/drawn` summed over the logged
-    steps (the compute every rollout method pays, whether or not it trains on the rollout); None when no step logs
-    both (expert-only methods, or a log written before `rollouts/drawn` existed)."""
-    steps = [e for e in training_logs(log_history) if "completions/mean_length" in e and "rollouts/drawn" in e]
+    """Rollout tokens generated over the run (the compute every rollout method pays, whether or not it trains on the
+    rollout): the last logged running total `rollouts/generated_tokens`; for a log written before that key existed,
+    `completions/mean_length` x `rollouts/drawn` summed over the logged steps (right only when every optimizer step
+    was logged, `logging_steps=1`). None when no step logs either (expert-only methods)."""
+    steps = training_logs(log_history)
+    totals = [e[GENERATED] for e in steps if isinstance(e.get(GENERATED), (int, float))]
+    if totals:
+        return float(totals[-1])
+    steps = [e for e in steps if "completions/mean_length" in e and "rollouts/drawn" in e]
     if not steps:
         return None
-    return sum(float(e["completions/mean_length"]) * float(e["rollouts/drawn"]) for e in steps)
+    products = (float(e["completions/mean_length"]) * float(e["rollouts/drawn"]) for e in steps)
+    return sum(p for p in products if math.isfinite(p))  # NaN: an interval that drew no rollout
+
+
+def grpo_rollout_fields(entry: dict[str, Any], completions_per_step: int, previous: dict[str, Any] | None
+                        ) -> dict[str, Any]:
+    """The rollout keys the RASFT-family trainers log, for one training entry of TRL's GRPOTrainer (which logs
+    none of them), so a study compares GRPO's compute with theirs:
+
+    - `rollouts/drawn`: the completions of one optimizer step (per-device batch x accumulation x processes);
+    - `rollouts/accuracy`: GRPO's mean `reward` (the fraction verified correct when the verifier is the only reward);
+    - `rollouts/generated_tokens`: running total, `previous`'s plus `completions/mean_length` x drawn x the optimizer
+      steps since `previous` (the training entry before this one; None for the first). GRPO's logged mean length
+      is the interval's mean over equally sized generation batches, so the product is the interval's tokens.
+
+    Keys the entry already has are not returned."""
+    steps = int(entry.get("step", 0)) - int(previous.get("step", 0) if previous else 0)
+    total = float(previous.get(GENERATED, 0.0)) if previous else 0.0
+    length = entry.get("completions/mean_length")
+    if isinstance(length, (int, float)) and math.isfinite(length):
+        total += float(length) * completions_per_step * max(steps, 0)
+    fields: dict[str, Any] = {"rollouts/drawn": completions_per_step, GENERATED: total}
+    if "reward" in entry:
+        fields["rollouts/accuracy"] = entry["reward"]
+    return {key: value for key, value in fields.items() if key not in entry}
