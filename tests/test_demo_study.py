@@ -130,7 +130,8 @@ def test_learning_rates_are_chosen_per_family_on_validation_only():
     assert "| rasft − sft | +10.0 (1 seed, no interval) |" in one_seed and "± 0.0" not in one_seed
     table = format_results(spec, rows)
     assert "| sft | 2 | 0.001 | 60.0 ± 127.1 |" in table and "0.20 → 0.40" in table
-    assert "| 10 | 126 | 5 | 0.20 → 0.40 |" in table and "| 10 | – | 5 | – |" in table  # generated, targets
+    # wall s, CPU s, rollout tokens generated, RASFT target tokens
+    assert "| 10 | 20 | 126 | 5 | 0.20 → 0.40 |" in table and "| 10 | 20 | – | 5 | – |" in table
 
 
 def test_shipped_demo_spec_is_the_demo_study():
@@ -239,3 +240,34 @@ def test_round_two_spec_is_its_written_protocol():
     assert len(cells) == 1 + 6 * 5 and "test-rasft_recal-seed4-window_recalibration_steps6" in {c.name for c in cells}
     assert spec.comparisons == (("rasft_recal", "dft"), ("rasft_recal", "rasft"), ("rasft_recal", "srft"),
                                 ("rasft_recal", "grpo"), ("sft", "dft"))
+
+
+def test_round_two_results_in_the_docs_are_the_committed_runs(tmp_path):
+    """docs/study.md's round-2 tables are the report of the committed cells: regenerated from
+    docs/study_round2/cells/, the report equals the committed one, and every per-seed count and paired difference
+    the docs print is the report's."""
+    import shutil
+    from pathlib import Path
+
+    from rasft_trl.study.engine import run_study
+    from rasft_trl.study.spec import load_spec
+
+    root = Path(__file__).resolve().parents[1]
+    committed = root / "docs" / "study_round2"
+    shutil.copytree(committed / "cells", tmp_path / "cells")
+    result = run_study(load_spec("demo_round2", output_dir=str(tmp_path)), report_only=True)
+    assert (tmp_path / "study.md").read_text() == (committed / "study.md").read_text()
+    rows = result["rows"]
+    assert all(rows[m]["seeds"] == 5 for m in rows if m != "base")  # every arm at the protocol's 5 seeds
+    docs = (root / "docs" / "study.md").read_text()
+    section = docs[docs.index("## Round 2: results"):docs.index("## Running a study on your own recipes")]
+    for method, row in rows.items():
+        counts = [f"{row['test']['correct_per_seed'][s]}, {row['ood']['correct_per_seed'][s]}"
+                  for s in sorted(row["test"]["correct_per_seed"])]
+        assert f"| {method} | " + " | ".join(counts) + " |" in section, method
+
+    def points(p):  # the docs' form: sign, one decimal, typographic minus
+        return f"{p['mean'] * 100:+.1f} ± {p['ci95'] * 100:.1f}".replace("-", "−")
+
+    for d in result["differences"]:
+        assert f"| {points(d['test'])} | {points(d['ood'])} |" in section, (d["a"], d["b"])

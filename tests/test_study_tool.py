@@ -270,7 +270,10 @@ def test_engine_selection_only_resume_and_failures(tmp_path):
     (diff_b, diff_c) = result["differences"]  # every arm against the first
     assert (diff_b["a"], diff_b["b"]) == ("b", "a") and diff_b["test"]["mean"] == pytest.approx(0.05)
     assert diff_c["test"]["mean"] == pytest.approx(-0.3)  # c has no grid: its value is its own (none here)
-    assert "| a | 2 | k=3 |" in (tmp_path / "s" / "study.md").read_text()
+    report = (tmp_path / "s" / "study.md").read_text()
+    assert "| a | 2 | k=3 |" in report
+    assert "Selection on `val` (seed 0; `learning_rate` unless a line names another parameter):" in report
+    assert "- `a` `k` (chosen by a): 1 → 10.0%, 2 → 20.0%, 3 → 30.0%; chosen **3**" in report
     before = calls.read_text()
     run_study(spec)
     assert calls.read_text() == before  # nothing left to run

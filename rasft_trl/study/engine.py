@@ -275,7 +275,7 @@ def format_results(spec: StudySpec, rows: dict[str, Any]) -> str:
     """Markdown table: accuracy mean ± 95% interval per report set, compute, mechanism."""
     sets = list(spec.report_sets)
     head = (["method", "seeds", spec.selection_parameter] + sets
-            + ["train wall s", "rollout tokens generated", "RASFT target tokens", "rollout acc first→last",
+            + ["train wall s", "train CPU s", "rollout tokens generated", "RASFT target tokens", "rollout acc first→last",
                "expert coef first→last"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, r in rows.items():
@@ -293,7 +293,7 @@ def format_results(spec: StudySpec, rows: dict[str, Any]) -> str:
         if r["value"] is not None and r.get("parameter", spec.selection_parameter) != spec.selection_parameter:
             value = f"{r['parameter']}={value}"
         cells = [method, str(r["seeds"]), value] + [_pct(r[s]["mean"], r[s]["ci95"], r["seeds"]) for s in sets]
-        cells += [num("train_wall_seconds"), num("generated_tokens"), num("rollout_tokens"),
+        cells += [num("train_wall_seconds"), num("train_cpu_seconds"), num("generated_tokens"), num("rollout_tokens"),
                   pair("rollout_accuracy_first_last", ".2f"), pair("expert_coef_first_last", ".3f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -349,15 +349,20 @@ def write_report(spec: StudySpec, chosen: dict, rows: dict, diffs: list, failure
     sets = ", ".join(spec.report_sets)
     parts = [f"# Study: {spec.name}", "",
              f"Accuracy in %, mean over seeds ± 95% Student-t interval ({sets}); per run (mean over seeds): training "
-             "wall seconds, rollout tokens generated (the log's running total `rollouts/generated_tokens`, or for older "
+             "wall and CPU seconds (CPU: user + system time of the training process where the runner records it, as "
+             "the demo's does; – otherwise), rollout tokens generated (the log's running total `rollouts/generated_tokens`, or for older "
              "logs `completions/mean_length` x `rollouts/drawn` over the steps; – where no rollout was drawn or "
              "logged) and RASFT target tokens (rollout tokens trained on as pool "
              "members, `tokens/rollout`); mechanism numbers averaged over seeds (first → last fifth of the steps).",
              "",
              format_results(spec, rows), ""]
     if chosen:
-        parts.append(f"Selection of `{spec.selection_parameter}` on `{spec.selection_set}` (seed "
-                     f"{spec.selection_seed}):")
+        if all(c["parameter"] == spec.selection_parameter for c in chosen.values()):
+            parts.append(f"Selection of `{spec.selection_parameter}` on `{spec.selection_set}` (seed "
+                         f"{spec.selection_seed}):")
+        else:  # a family chose its own parameter: name the default once, the others on their lines
+            parts.append(f"Selection on `{spec.selection_set}` (seed {spec.selection_seed}; "
+                         f"`{spec.selection_parameter}` unless a line names another parameter):")
         for family, c in chosen.items():
             scores = ", ".join(f"{v:g} → {100 * a:.1f}%" if isinstance(v, float) else f"{v} → {100 * a:.1f}%"
                                for v, a in c["validation_accuracy"].items())
