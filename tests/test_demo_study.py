@@ -1,5 +1,6 @@
 """The demo's generation copy, mechanism summary and study protocol (fast: tiny model and synthetic records)."""
 
+import json
 import math
 
 import pytest
@@ -257,6 +258,8 @@ def test_round_two_results_in_the_docs_are_the_committed_runs(tmp_path):
     shutil.copytree(committed / "cells", tmp_path / "cells")
     result = run_study(load_spec("demo_round2", output_dir=str(tmp_path)), report_only=True)
     assert (tmp_path / "study.md").read_text() == (committed / "study.md").read_text()
+    for summary in (tmp_path / "study.json", committed / "study.json", root / "docs" / "study" / "study.json"):
+        assert "base_dir" not in json.loads(summary.read_text())["spec"]  # no path of the machine that ran it
     rows = result["rows"]
     assert all(rows[m]["seeds"] == 5 for m in rows if m != "base")  # every arm at the protocol's 5 seeds
     docs = (root / "docs" / "study.md").read_text()

@@ -342,7 +342,9 @@ def write_report(spec: StudySpec, chosen: dict, rows: dict, diffs: list, failure
     """`study.md` (tables) and `study.json` (every number, per seed) in the output folder."""
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"spec": {**asdict(spec), "methods": {k: asdict(v) for k, v in spec.methods.items()}},
+    # the spec as run, less `base_dir` (where its file lay on the machine that ran it: not part of the study)
+    as_run = {k: v for k, v in asdict(spec).items() if k != "base_dir"}
+    summary = {"spec": {**as_run, "methods": {k: asdict(v) for k, v in spec.methods.items()}},
                "chosen": chosen, "methods": rows, "differences": diffs, "failures": failures,
                "wall_seconds": seconds}
     (out / "study.json").write_text(json.dumps(summary, indent=2, default=str))
