@@ -275,8 +275,8 @@ def format_results(spec: StudySpec, rows: dict[str, Any]) -> str:
     """Markdown table: accuracy mean ± 95% interval per report set, compute, mechanism."""
     sets = list(spec.report_sets)
     head = (["method", "seeds", spec.selection_parameter] + sets
-            + ["train wall s", "train CPU s", "rollout tokens generated", "RASFT target tokens", "rollout acc first→last",
-               "expert coef first→last"])
+            + ["train wall s", "train CPU s", "rollout tokens generated", "RASFT target tokens",
+               "rollout acc first→last", "expert coef first→last"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, r in rows.items():
         mech = r.get("mechanism") or {}
@@ -352,9 +352,9 @@ def write_report(spec: StudySpec, chosen: dict, rows: dict, diffs: list, failure
     parts = [f"# Study: {spec.name}", "",
              f"Accuracy in %, mean over seeds ± 95% Student-t interval ({sets}); per run (mean over seeds): training "
              "wall and CPU seconds (CPU: user + system time of the training process where the runner records it, as "
-             "the demo's does; – otherwise), rollout tokens generated (the log's running total `rollouts/generated_tokens`, or for older "
-             "logs `completions/mean_length` x `rollouts/drawn` over the steps; – where no rollout was drawn or "
-             "logged) and RASFT target tokens (rollout tokens trained on as pool "
+             "the demo's does; – otherwise), rollout tokens generated (the log's running total "
+             "`rollouts/generated_tokens`, or for older logs `completions/mean_length` x `rollouts/drawn` over the "
+             "steps; – where no rollout was drawn or logged) and RASFT target tokens (rollout tokens trained on as pool "
              "members, `tokens/rollout`); mechanism numbers averaged over seeds (first → last fifth of the steps).",
              "",
              format_results(spec, rows), ""]
